@@ -1,0 +1,126 @@
+"""`.nemo` archives: read and write NeMo's layout (SPEC §6), treating every archive as untrusted data.
+
+A `.nemo` file is a tar (plain, or gzip before 2022) holding `./model_config.yaml` (the `model:`
+config) and `./model_weights.ckpt` (a `torch.save`d state dict). Reading never unpickles code
+(`torch.load(weights_only=True)`) and never writes outside a fresh temporary folder: every member is
+checked before anything is extracted.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import os
+import tarfile
+import tempfile
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import torch
+import yaml
+
+CONFIG_NAME = "model_config.yaml"
+WEIGHTS_NAME = "model_weights.ckpt"
+
+
+class UnsafeArchiveError(ValueError):
+    """A checkpoint archive holds a member that could write outside its folder or run code."""
+
+
+def _checked_member_path(archive: Path, member: tarfile.TarInfo) -> PurePosixPath | None:
+    """The member's relative path if it is a safe regular file, None for a plain directory entry."""
+    name = PurePosixPath(member.name)
+    if name.is_absolute() or member.name.startswith("\\") or re.match(r"^[A-Za-z]:", member.name):
+        raise UnsafeArchiveError(f"{archive}: member {member.name!r} has an absolute path; refusing to extract")
+    if ".." in name.parts:
+        raise UnsafeArchiveError(f"{archive}: member {member.name!r} points outside the archive ('..')")
+    if member.issym() or member.islnk():
+        raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a link; refusing to extract")
+    if member.isdir():
+        return None
+    if not member.isfile():
+        raise UnsafeArchiveError(
+            f"{archive}: member {member.name!r} is not a regular file (device, fifo, ...); refusing to extract"
+        )
+    parts = [part for part in name.parts if part != "."]
+    if not parts:
+        raise UnsafeArchiveError(f"{archive}: member {member.name!r} has an empty path")
+    return PurePosixPath(*parts)
+
+
+def safe_extract(archive: str | os.PathLike, destination: str | os.PathLike) -> list[Path]:
+    """Extract a plain or gzip tar into `destination` after checking every member; returns the files."""
+    archive, destination = Path(archive), Path(destination)
+    try:
+        tar = tarfile.open(archive, mode="r:*")
+    except (tarfile.TarError, OSError) as error:
+        raise ValueError(f"{archive}: not a readable .nemo/tar archive ({error})") from error
+    with tar:
+        members = tar.getmembers()
+        checked = [(member, _checked_member_path(archive, member)) for member in members]
+        written = []
+        for member, relative in checked:
+            if relative is None:
+                continue
+            target = destination.joinpath(*relative.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tar.extractfile(member) as source, open(target, "wb") as sink:
+                sink.write(source.read())
+            written.append(target)
+    return written
+
+
+def load_nemo(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a `.nemo` file -> (model config as a plain dict, state dict of tensors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    with tempfile.TemporaryDirectory(prefix="quartznet-nemo-") as folder:
+        files = {file.name: file for file in safe_extract(path, folder)}
+        for needed in (CONFIG_NAME, WEIGHTS_NAME):
+            if needed not in files:
+                raise ValueError(f"{path}: no {needed} inside; is this a .nemo checkpoint? (found {sorted(files)})")
+        config = yaml.safe_load(files[CONFIG_NAME].read_text())
+        if not isinstance(config, dict):
+            raise ValueError(f"{path}: {CONFIG_NAME} is not a YAML mapping")
+        state_dict = load_weights(files[WEIGHTS_NAME], label=f"{path}:{WEIGHTS_NAME}")
+    return config, state_dict
+
+
+def load_weights(path: str | os.PathLike, label: str | None = None) -> dict[str, torch.Tensor]:
+    """`torch.load` a state dict as data only; anything carrying code or non-tensors is refused."""
+    label = label or str(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError (or RuntimeError) for code and garbage alike
+        raise ValueError(
+            f"{label}: refused to load: not a plain tensor checkpoint (weights_only=True rejected it: "
+            f"{str(error).splitlines()[0]})"
+        ) from error
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]  # a Lightning .ckpt
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{label}: expected a dict of tensors (a state dict)")
+    return state
+
+
+def save_nemo(path: str | os.PathLike, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> Path:
+    """Write NeMo's layout: an uncompressed tar with `./model_config.yaml` and `./model_weights.ckpt`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weights = io.BytesIO()
+    torch.save({key: value.detach().cpu() for key, value in state_dict.items()}, weights)
+    config_bytes = yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode()
+    partial = path.with_name(path.name + ".partial")
+    now = time.time()
+    with tarfile.open(partial, mode="w") as tar:
+        root = tarfile.TarInfo("./")
+        root.type, root.mode, root.mtime = tarfile.DIRTYPE, 0o755, now
+        tar.addfile(root)
+        for name, payload in ((CONFIG_NAME, config_bytes), (WEIGHTS_NAME, weights.getvalue())):
+            info = tarfile.TarInfo(f"./{name}")
+            info.size, info.mode, info.mtime = len(payload), 0o644, now
+            tar.addfile(info, io.BytesIO(payload))
+    partial.replace(path)  # never leave a half-written checkpoint under the final name
+    return path

@@ -1,0 +1,295 @@
+"""Audio front ends: waveform (B, L) at 16 kHz -> features (B, F, T) plus frame lengths.
+
+Two preprocessors, matching NeMo's numerically (SPEC §2 and §3):
+
+* `AudioToMelSpectrogramPreprocessor` - log-mel features for QuartzNet ASR.
+* `AudioToMFCCPreprocessor`           - MFCCs for Speech Commands / MatchboxNet.
+
+Both compute each utterance as if it were alone, whatever padding the batch carries:
+where the STFT reflects the signal at its edges, it reflects each utterance at its
+own end (one gather, no loop), so batching never changes a valid frame.
+Features are always computed in fp32 with autocast off.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torchaudio
+from torch import nn
+
+LOG_ZERO_GUARD = 2.0**-24  # NeMo's `log_zero_guard_value` for log-mels
+NORMALIZE_EPS = 1e-5  # added to the std in per-feature normalisation (NeMo's CONSTANT)
+MFCC_LOG_OFFSET = 1e-6  # torchaudio's MFCC(log_mels=True) offset
+MEL_VARIANTS = ("classic", "current")
+
+
+def reflect_pad_per_utterance(x: torch.Tensor, lengths: torch.Tensor, pad: int) -> torch.Tensor:
+    """Pad each row of `x` (B, L) by `pad` samples on both sides, reflecting at 0 and at its own length.
+
+    Equivalent to `F.pad(x[i, :lengths[i]], (pad, pad), mode="reflect")` row by row, laid out in a
+    (B, L_max + 2 * pad) tensor; samples further than `pad` past a row's end are zero.
+    """
+    batch, max_len = x.shape
+    source = torch.arange(-pad, max_len + pad, device=x.device).expand(batch, -1)  # (B, L + 2 pad)
+    last = (lengths - 1).unsqueeze(1)  # (B, 1)
+    source = source.abs()  # reflect at the start
+    source = torch.where(source > last, 2 * last - source, source)  # reflect at each end
+    beyond = source < 0  # only past `last + pad`, which no valid frame reads
+    padded = torch.gather(x, 1, source.clamp(min=0, max=max_len - 1))
+    return padded.masked_fill(beyond, 0.0)
+
+
+def time_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B, T) bool, True on valid frames."""
+    return torch.arange(max_len, device=lengths.device) < lengths.unsqueeze(1)
+
+
+def normalize_per_feature(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Per utterance and channel: (x - mean) / (unbiased std + 1e-5), statistics over valid frames."""
+    valid = time_mask(lengths, x.shape[-1]).unsqueeze(1)  # (B, 1, T)
+    count = lengths.view(-1, 1, 1).to(x.dtype)
+    mean = x.masked_fill(~valid, 0.0).sum(-1, keepdim=True) / count  # (B, F, 1)
+    centered = (x - mean).masked_fill(~valid, 0.0)
+    var = centered.pow(2).sum(-1, keepdim=True) / (count - 1)
+    std = var.sqrt().nan_to_num(0.0) + NORMALIZE_EPS  # a 1-frame utterance has no std: NeMo uses 0
+    return (x - mean) / std
+
+
+def normalize_all_features(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Per utterance: one mean and unbiased std over all channels and valid frames."""
+    valid = time_mask(lengths, x.shape[-1]).unsqueeze(1)  # (B, 1, T)
+    count = (lengths * x.shape[1]).view(-1, 1, 1).to(x.dtype)
+    mean = x.masked_fill(~valid, 0.0).sum((1, 2), keepdim=True) / count
+    var = (x - mean).masked_fill(~valid, 0.0).pow(2).sum((1, 2), keepdim=True) / (count - 1)
+    return (x - mean) / (var.sqrt().nan_to_num(0.0) + NORMALIZE_EPS)
+
+
+NORMALIZERS = {"per_feature": normalize_per_feature, "all_features": normalize_all_features}
+
+
+def pad_time_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Right-pad the time axis of (B, F, T) with zeros to a multiple of `multiple` (0 = no padding)."""
+    if multiple > 0 and x.shape[-1] % multiple:
+        x = nn.functional.pad(x, (0, multiple - x.shape[-1] % multiple))
+    return x
+
+
+class FilterbankFeatures(nn.Module):
+    """Log-mel filterbank features with NeMo's buffers `window` and `fb` (state-dict compatible).
+
+    variant "classic" (NeMo < mid-2025, NGC checkpoints): reflect STFT padding, seq_len = L // hop + 1.
+    variant "current" (NeMo >= mid-2025): zero STFT padding, seq_len = L // hop, pre-emphasis masked.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        win_length: int,
+        hop_length: int,
+        n_fft: int,
+        n_mels: int,
+        f_min: float,
+        f_max: float,
+        preemph: float | None,
+        dither: float,
+        normalize: str | None,
+        pad_to: int,
+        variant: str,
+    ):
+        super().__init__()
+        if variant not in MEL_VARIANTS:
+            raise ValueError(f"mel variant must be one of {MEL_VARIANTS}, got {variant!r}")
+        if normalize is not None and normalize not in NORMALIZERS:
+            raise ValueError(f"normalize must be one of {sorted(NORMALIZERS)} or null, got {normalize!r}")
+        self.hop_length, self.n_fft, self.win_length = hop_length, n_fft, win_length
+        self.preemph, self.dither, self.normalize, self.pad_to = preemph, dither, normalize, pad_to
+        self.variant = variant
+        self.register_buffer("window", torch.hann_window(win_length, periodic=False))
+        # torchaudio gives (n_freqs, n_mels); NeMo stores (1, n_mels, n_freqs) for a batched matmul.
+        fb = torchaudio.functional.melscale_fbanks(
+            n_freqs=n_fft // 2 + 1, f_min=f_min, f_max=f_max, n_mels=n_mels,
+            sample_rate=sample_rate, norm="slaney", mel_scale="slaney",
+        )
+        self.register_buffer("fb", fb.T.unsqueeze(0).contiguous())
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Valid frames per utterance from its sample count."""
+        if self.variant == "classic":
+            return lengths // self.hop_length + 1
+        return lengths // self.hop_length
+
+    @torch.autocast("cuda", enabled=False)
+    @torch.autocast("cpu", enabled=False)
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = audio.float()  # (B, L)
+        frames = self.frame_lengths(lengths)
+        if self.training and self.dither > 0:
+            x = x + self.dither * torch.randn_like(x)
+        if self.preemph:
+            x = torch.cat([x[:, :1], x[:, 1:] - self.preemph * x[:, :-1]], dim=1)
+            if self.variant == "current":
+                x = x.masked_fill(~time_mask(lengths, x.shape[1]), 0.0)
+        half = self.n_fft // 2
+        if self.variant == "classic":
+            x = reflect_pad_per_utterance(x, lengths, half)
+        else:  # samples past each length are zero already, so batch padding reads as zero padding
+            x = nn.functional.pad(x, (half, half))
+        spec = torch.stft(
+            x, self.n_fft, hop_length=self.hop_length, win_length=self.win_length,
+            window=self.window, center=False, return_complex=True,
+        )  # (B, n_fft/2+1, T)
+        power = torch.view_as_real(spec).pow(2).sum(-1)
+        mel = torch.matmul(self.fb, power)  # (B, n_mels, T)
+        x = torch.log(mel + LOG_ZERO_GUARD)
+        if self.normalize:
+            x = NORMALIZERS[self.normalize](x, frames)
+        x = x.masked_fill(~time_mask(frames, x.shape[-1]).unsqueeze(1), 0.0)
+        return pad_time_to_multiple(x, self.pad_to), frames
+
+
+class AudioToMelSpectrogramPreprocessor(nn.Module):
+    """QuartzNet's front end, taking NeMo's config keys (`window_size` and `window_stride` in seconds)."""
+
+    # NeMo keys accepted only at the value QuartzNet uses; anything else is refused, not ignored.
+    FIXED_KEYS = {
+        "window": "hann", "log": True, "log_zero_guard_type": "add", "log_zero_guard_value": LOG_ZERO_GUARD,
+        "frame_splicing": 1, "mag_power": 2.0, "pad_value": 0.0, "exact_pad": False, "mel_norm": "slaney",
+        "stft_exact_pad": False, "stft_conv": False, "nb_augmentation_prob": 0.0, "use_grads": False,
+    }
+    # NeMo keys that do not change the output (randomness source, legacy options).
+    INERT_KEYS = {"rng", "nb_max_freq", "use_torchaudio"}
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        window_size: float = 0.02,
+        window_stride: float = 0.01,
+        n_window_size: int | None = None,
+        n_window_stride: int | None = None,
+        n_fft: int | None = None,
+        features: int = 64,
+        lowfreq: float = 0.0,
+        highfreq: float | None = None,
+        preemph: float | None = 0.97,
+        dither: float = 1e-5,
+        normalize: str | None = "per_feature",
+        pad_to: int = 16,
+        variant: str = "current",
+        **nemo_options,
+    ):
+        super().__init__()
+        for key, value in nemo_options.items():
+            if key in self.INERT_KEYS:
+                continue
+            if key not in self.FIXED_KEYS:
+                raise TypeError(f"AudioToMelSpectrogramPreprocessor: unknown config key {key!r}")
+            if value is not None and value != self.FIXED_KEYS[key]:
+                raise ValueError(
+                    f"AudioToMelSpectrogramPreprocessor: {key}={value!r} is not supported "
+                    f"(QuartzNet uses {self.FIXED_KEYS[key]!r})"
+                )
+        win_length = n_window_size or round(window_size * sample_rate)
+        hop_length = n_window_stride or round(window_stride * sample_rate)
+        n_fft = n_fft or 2 ** math.ceil(math.log2(win_length))
+        self.sample_rate = sample_rate
+        self.featurizer = FilterbankFeatures(
+            sample_rate=sample_rate, win_length=win_length, hop_length=hop_length, n_fft=n_fft,
+            n_mels=features, f_min=lowfreq, f_max=highfreq or sample_rate / 2, preemph=preemph,
+            dither=dither, normalize=normalize, pad_to=pad_to, variant=variant,
+        )
+
+    @torch.no_grad()
+    def forward(self, input_signal: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) samples, (B,) lengths -> (B, n_mels, T) features, (B,) frame lengths."""
+        return self.featurizer(input_signal, length)
+
+
+def crop_or_pad_frames(
+    features: torch.Tensor, frames: torch.Tensor, target: int, random_crop: bool
+) -> torch.Tensor:
+    """Bring each utterance's `frames[i]` valid frames to exactly `target` frames: (B, F, T) -> (B, F, target).
+
+    Longer: a window of `target` frames (random offset when `random_crop`, else centred).
+    Shorter: zero padding on both sides, the odd frame on the right (NeMo's CropOrPad rule).
+    Per utterance, so an utterance gives the same result alone or in a padded batch.
+    """
+    excess = frames - target  # (B,)
+    if random_crop:
+        crop_offset = (torch.rand(frames.shape, device=frames.device) * (excess + 1).clamp(min=1)).long()
+    else:
+        crop_offset = excess.clamp(min=0) // 2
+    start = torch.where(excess > 0, crop_offset, -(-excess // 2))  # negative start = left padding
+    source = start.unsqueeze(1) + torch.arange(target, device=features.device)  # (B, target)
+    inside = (source >= 0) & (source < frames.unsqueeze(1))
+    index = source.clamp(0, features.shape[-1] - 1).unsqueeze(1).expand(-1, features.shape[1], -1)
+    return torch.gather(features, 2, index).masked_fill(~inside.unsqueeze(1), 0.0)
+
+
+class AudioToMFCCPreprocessor(nn.Module):
+    """MatchboxNet's MFCC front end: torchaudio's MFCC module as `featurizer` (NeMo's state-dict keys).
+
+    The STFT is run here rather than inside torchaudio so that each utterance is reflect-padded at its
+    own end; the mel filterbank and DCT are torchaudio's. Crop-or-pad to a fixed frame count is the
+    model's job (`crop_or_pad_frames`), as in NeMo.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        window_size: float = 0.02,
+        window_stride: float = 0.01,
+        n_window_size: int | None = None,
+        n_window_stride: int | None = None,
+        window: str = "hann",
+        n_fft: int | None = None,
+        lowfreq: float = 0.0,
+        highfreq: float | None = None,
+        n_mels: int = 64,
+        n_mfcc: int = 64,
+        dct_type: int = 2,
+        norm: str = "ortho",
+        log: bool = True,
+    ):
+        super().__init__()
+        if window != "hann":
+            raise ValueError(f"AudioToMFCCPreprocessor: window={window!r} is not supported (use 'hann')")
+        if not log:
+            raise ValueError("AudioToMFCCPreprocessor: log=false (dB scaling) is not supported; use log=true")
+        win_length = n_window_size or round(window_size * sample_rate)
+        self.hop_length = n_window_stride or round(window_stride * sample_rate)
+        self.sample_rate = sample_rate
+        self.featurizer = torchaudio.transforms.MFCC(
+            sample_rate=sample_rate, n_mfcc=n_mfcc, dct_type=dct_type, norm=norm, log_mels=log,
+            melkwargs={
+                "n_fft": n_fft or 2 ** math.ceil(math.log2(win_length)), "win_length": win_length,
+                "hop_length": self.hop_length, "n_mels": n_mels, "f_min": lowfreq,
+                "f_max": highfreq or sample_rate / 2, "window_fn": torch.hann_window,
+            },
+        )
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """NeMo's MFCC length: ceil(L / hop) (the STFT itself yields L // hop + 1 frames)."""
+        return (lengths + self.hop_length - 1) // self.hop_length
+
+    @torch.no_grad()
+    @torch.autocast("cuda", enabled=False)
+    @torch.autocast("cpu", enabled=False)
+    def forward(self, input_signal: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) samples, (B,) lengths -> (B, n_mfcc, L_max // hop + 1) MFCCs, (B,) NeMo frame lengths."""
+        mel_spectrogram = self.featurizer.MelSpectrogram
+        spectrogram = mel_spectrogram.spectrogram
+        x = reflect_pad_per_utterance(input_signal.float(), length, spectrogram.n_fft // 2)
+        spec = torch.stft(
+            x, spectrogram.n_fft, hop_length=spectrogram.hop_length, win_length=spectrogram.win_length,
+            window=spectrogram.window, center=False, return_complex=True,
+        )
+        mel = mel_spectrogram.mel_scale(spec.abs().pow(2))  # (B, n_mels, T)
+        mel = torch.log(mel + MFCC_LOG_OFFSET)
+        mfcc = torch.matmul(mel.transpose(1, 2), self.featurizer.dct_mat).transpose(1, 2)
+        return mfcc, self.frame_lengths(length)
+
+    def stft_frames(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames the STFT yields for an utterance of `lengths` samples on its own."""
+        return lengths // self.hop_length + 1

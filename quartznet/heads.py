@@ -1,0 +1,91 @@
+"""Output heads: a CTC head over characters and a classification head over labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from quartznet.encoder import xavier_init
+
+# QuartzNet's English alphabet (SPEC §1); the CTC blank comes after it, at index len(LABELS).
+LABELS = [" ", *"abcdefghijklmnopqrstuvwxyz", "'"]
+
+
+class ConvASRDecoder(nn.Module):
+    """1x1 conv to len(vocabulary) + 1 classes, log-softmax; blank is the last index. Key: `decoder_layers.0`."""
+
+    def __init__(
+        self,
+        feat_in: int,
+        num_classes: int = -1,
+        vocabulary: Sequence[str] | None = None,
+        init_mode: str = "xavier_uniform",
+        add_blank: bool = True,
+    ):
+        super().__init__()
+        if vocabulary is None:
+            raise ValueError("decoder.vocabulary is required (the output labels, without the blank)")
+        if num_classes > 0 and num_classes != len(vocabulary):
+            raise ValueError(
+                f"decoder.num_classes={num_classes} but decoder.vocabulary has {len(vocabulary)} labels"
+            )
+        if init_mode != "xavier_uniform" or not add_blank:
+            raise ValueError("ConvASRDecoder supports init_mode='xavier_uniform' with add_blank=true only")
+        self.vocabulary = list(vocabulary)
+        self.blank_id = len(self.vocabulary)
+        self.decoder_layers = nn.Sequential(nn.Conv1d(feat_in, self.blank_id + 1, kernel_size=1, bias=True))
+        self.apply(xavier_init)
+
+    @property
+    def num_classes_with_blank(self) -> int:
+        return self.blank_id + 1
+
+    def forward(self, encoder_output: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) encodings -> (B, T, V + 1) log-probabilities."""
+        logits = self.decoder_layers(encoder_output).transpose(1, 2)
+        return torch.log_softmax(logits.float(), dim=-1)
+
+
+def ctc_greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank_id: int) -> list[list[int]]:
+    """Best path per utterance: argmax per frame, merge repeats, drop blanks (SPEC §1)."""
+    best = log_probs.argmax(dim=-1)  # (B, T)
+    previous = nn.functional.pad(best[:, :-1], (1, 0), value=blank_id)
+    valid = torch.arange(best.shape[1], device=best.device) < lengths.unsqueeze(1)
+    emit = (best != blank_id) & (best != previous) & valid
+    return [row[keep].tolist() for row, keep in zip(best.cpu(), emit.cpu())]
+
+
+def ctc_greedy_decode(
+    log_probs: torch.Tensor, lengths: torch.Tensor, vocabulary: Sequence[str], blank_id: int
+) -> list[str]:
+    """(B, T, V + 1) log-probs and (B,) lengths -> B strings."""
+    return ["".join(vocabulary[i] for i in ids) for ids in ctc_greedy_ids(log_probs, lengths, blank_id)]
+
+
+class ConvASRDecoderClassification(nn.Module):
+    """Average over time (unmasked, as NeMo) -> Linear(feat_in, num_classes). Key: `decoder_layers.0`."""
+
+    def __init__(
+        self,
+        feat_in: int,
+        num_classes: int,
+        init_mode: str = "xavier_uniform",
+        return_logits: bool = True,
+        pooling_type: str = "avg",
+    ):
+        super().__init__()
+        if init_mode != "xavier_uniform" or pooling_type != "avg" or not return_logits:
+            raise ValueError(
+                "ConvASRDecoderClassification supports init_mode='xavier_uniform', pooling_type='avg', "
+                "return_logits=true only"
+            )
+        self.num_classes = num_classes
+        self.pooling = nn.AdaptiveAvgPool1d(1)
+        self.decoder_layers = nn.Sequential(nn.Linear(feat_in, num_classes, bias=True))
+        self.apply(xavier_init)
+
+    def forward(self, encoder_output: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) encodings -> (B, num_classes) logits."""
+        return self.decoder_layers(self.pooling(encoder_output).squeeze(-1))

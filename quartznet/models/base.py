@@ -1,0 +1,165 @@
+"""What CTC and classification models share: building modules from a NeMo-style model config,
+`.nemo` save/restore, and the mapping between NeMo's class paths and ours.
+
+A model config is the `model:` section of a NeMo YAML: `preprocessor`, `encoder`, `decoder` sections
+with `_target_` (or NeMo 1.0's `cls` + `params`), plus anything else (`train_ds`, `optim`, ...), which
+is kept as it is and written back on save. `_target_`s may name NeMo's classes or ours; saved configs
+always name NeMo's, so NeMo can restore what we write.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from quartznet.checkpoint import load_nemo, save_nemo
+from quartznet.encoder import ConvASREncoder
+from quartznet.features import AudioToMelSpectrogramPreprocessor, AudioToMFCCPreprocessor
+from quartznet.heads import ConvASRDecoder, ConvASRDecoderClassification
+
+NEMO_MODULES_PATH = "nemo.collections.asr.modules"
+MODULES: dict[str, type[nn.Module]] = {
+    cls.__name__: cls
+    for cls in (
+        AudioToMelSpectrogramPreprocessor,
+        AudioToMFCCPreprocessor,
+        ConvASREncoder,
+        ConvASRDecoder,
+        ConvASRDecoderClassification,
+    )
+}
+# NeMo >= 2.4 (mid-2025) computes log-mels with the "current" variant; every earlier release, and so
+# every NGC QuartzNet checkpoint, with the "classic" one (SPEC §2). A config's own `mel_variant` wins.
+CURRENT_MEL_SINCE = (2, 4)
+
+
+def as_plain_config(config: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """A resolved plain dict of the model config; a whole NeMo YAML (with `model:`) is narrowed to it."""
+    if isinstance(config, DictConfig):
+        container = OmegaConf.to_container(config, resolve=True)
+    else:
+        container = OmegaConf.to_container(OmegaConf.create(dict(config)), resolve=True)
+    if "model" in container and "encoder" not in container:
+        container = container["model"]
+    return copy.deepcopy(container)
+
+
+def split_target(section: Mapping[str, Any], where: str) -> tuple[type[nn.Module], dict[str, Any]]:
+    """A config section -> (our module class, constructor kwargs)."""
+    section = dict(section)
+    target = section.pop("_target_", None) or section.pop("cls", None)
+    if target is None:
+        raise ValueError(f"model config: `{where}` needs a `_target_` naming its module")
+    kwargs = dict(section.pop("params", None) or {}) | section  # NeMo 1.0 wrote `cls` + `params`
+    name = str(target).rsplit(".", 1)[-1]
+    if name not in MODULES:
+        raise ValueError(
+            f"model config: {where}._target_={target!r} is not a module quartznet provides "
+            f"(supported: {', '.join(sorted(MODULES))})"
+        )
+    return MODULES[name], kwargs
+
+
+def nemo_version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", str(version))[:3])
+
+
+def resolve_mel_variant(config: Mapping[str, Any]) -> str:
+    if config.get("mel_variant"):
+        return str(config["mel_variant"])
+    version = config.get("nemo_version")
+    if version and nemo_version_tuple(version) >= CURRENT_MEL_SINCE:
+        return "current"
+    return "classic"
+
+
+def to_nemo_targets(config: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite every module section to NeMo's `_target_` form, in place; returns `config`."""
+    for key, section in config.items():
+        if not isinstance(section, dict):
+            continue
+        target = section.get("_target_") or section.get("cls")
+        if target and str(target).rsplit(".", 1)[-1] in MODULES:
+            params = section.pop("params", None) or {}
+            section.pop("cls", None)
+            rest = {k: v for k, v in section.items() if k != "_target_"}
+            config[key] = {"_target_": f"{NEMO_MODULES_PATH}.{str(target).rsplit('.', 1)[-1]}"} | params | rest
+    return config
+
+
+def full_lengths(x: torch.Tensor) -> torch.Tensor:
+    """(B,) lengths saying every row of a (B, ..., T) batch is valid to its end."""
+    return torch.full((x.shape[0],), x.shape[-1], dtype=torch.long, device=x.device)
+
+
+class QuartzNetModel(pl.LightningModule):
+    """Base for CTCModel and ClassificationModel: config, `.nemo` I/O and NeMo-named helpers."""
+
+    nemo_target: ClassVar[str]  # NeMo's model class, written as `target:` in saved configs
+
+    def __init__(self, cfg: Mapping[str, Any] | DictConfig):
+        super().__init__()
+        self.cfg = OmegaConf.create(as_plain_config(cfg))
+
+    def section(self, key: str) -> tuple[type[nn.Module], dict[str, Any]]:
+        """The module class and kwargs of config section `key` (NeMo or quartznet `_target_`)."""
+        if key not in self.cfg or self.cfg[key] is None:
+            raise ValueError(f"model config: missing `{key}` section")
+        return split_target(OmegaConf.to_container(self.cfg[key]), key)
+
+    def build(self, key: str, **extra: Any) -> nn.Module:
+        """Instantiate the config section `key`."""
+        cls, kwargs = self.section(key)
+        try:
+            return cls(**kwargs, **extra)
+        except TypeError as error:
+            raise TypeError(f"model config `{key}` ({cls.__name__}): {error}") from error
+
+    @property
+    def num_weights(self) -> int:
+        """Trainable parameters (NeMo's name)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def nemo_config(self) -> dict[str, Any]:
+        """The config as written into a `.nemo`: NeMo `_target_`s and our own settings made explicit."""
+        config = to_nemo_targets(OmegaConf.to_container(self.cfg))
+        config["target"] = self.nemo_target
+        return config
+
+    def save_to(self, save_path: str | os.PathLike) -> Path:
+        """Write a `.nemo` with NeMo's member names and state-dict keys."""
+        return save_nemo(save_path, self.nemo_config(), self.state_dict())
+
+    @classmethod
+    def restore_from(
+        cls, restore_path: str | os.PathLike, map_location: str | None = None, strict: bool = True
+    ) -> QuartzNetModel:
+        """Load a `.nemo` written by NeMo (any version) or by quartznet."""
+        config, state_dict = load_nemo(restore_path)
+        written_for = str(config.get("target", "")).rsplit(".", 1)[-1]
+        expected = cls.nemo_target.rsplit(".", 1)[-1]
+        if written_for and written_for != expected:
+            raise ValueError(
+                f"{restore_path}: holds a {written_for}, which {cls.__name__} cannot load "
+                f"(it loads {expected} checkpoints)"
+            )
+        model = cls(config)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        if strict and (missing or unexpected):
+            raise ValueError(
+                f"{restore_path}: weights do not fit the model its config describes: "
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )
+        if map_location is not None:
+            model = model.to(map_location)
+        return model

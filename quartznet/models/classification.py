@@ -1,0 +1,76 @@
+"""QuartzNet / MatchboxNet for keyword spotting: MFCC -> crop-or-pad -> conv encoder -> pooled linear head
+(NeMo's EncDecClassificationModel)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from quartznet.features import AudioToMFCCPreprocessor, crop_or_pad_frames
+from quartznet.models.base import QuartzNetModel, full_lengths, resolve_mel_variant
+
+
+class ClassificationModel(QuartzNetModel):
+    nemo_target = "nemo.collections.asr.models.classification_models.EncDecClassificationModel"
+
+    def __init__(self, cfg: Mapping[str, Any] | DictConfig):
+        super().__init__(cfg)
+        if not self.cfg.get("labels"):
+            raise ValueError("model config: `labels` (the class names) is required")
+        extra = {}
+        if self.section("preprocessor")[0] is not AudioToMFCCPreprocessor:
+            self.cfg.mel_variant = resolve_mel_variant(self.cfg)
+            extra["variant"] = self.cfg.mel_variant
+        self.preprocessor = self.build("preprocessor", **extra)
+        self.encoder = self.build("encoder")
+        self.decoder = self.build("decoder")
+        if self.decoder.num_classes != len(self.labels):
+            raise ValueError(
+                f"model config: decoder.num_classes={self.decoder.num_classes} but there are "
+                f"{len(self.labels)} labels"
+            )
+        # NeMo's `crop_or_pad_augment` section: every utterance becomes exactly `audio_length` frames.
+        crop_or_pad = self.cfg.get("crop_or_pad_augment")
+        self.fixed_frames = int(crop_or_pad["audio_length"]) if crop_or_pad else None
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.cfg.labels)
+
+    def forward(
+        self,
+        input_signal: torch.Tensor | None = None,
+        input_signal_length: torch.Tensor | None = None,
+        processed_signal: torch.Tensor | None = None,
+        processed_signal_length: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, L) 16 kHz audio or (B, F, T) features -> (B, num_classes) logits."""
+        if processed_signal is None:
+            if input_signal is None:
+                raise ValueError("give input_signal (audio) or processed_signal (features)")
+            if input_signal_length is None:
+                input_signal_length = full_lengths(input_signal)
+            processed_signal, processed_signal_length = self.preprocessor(
+                input_signal=input_signal, length=input_signal_length
+            )
+            valid_frames = self.stft_frames(input_signal_length, processed_signal_length)
+        else:
+            if processed_signal_length is None:
+                processed_signal_length = full_lengths(processed_signal)
+            valid_frames = processed_signal_length
+        if self.fixed_frames:
+            processed_signal = crop_or_pad_frames(
+                processed_signal, valid_frames, self.fixed_frames, random_crop=self.training
+            )
+            processed_signal_length = full_lengths(processed_signal)
+        encoded, _ = self.encoder(audio_signal=processed_signal, length=processed_signal_length)
+        return self.decoder(encoder_output=encoded)
+
+    def stft_frames(self, sample_lengths: torch.Tensor, feature_lengths: torch.Tensor) -> torch.Tensor:
+        """Frames an utterance has when computed alone: what crop-or-pad keeps (NeMo pads the whole tensor)."""
+        if isinstance(self.preprocessor, AudioToMFCCPreprocessor):
+            return self.preprocessor.stft_frames(sample_lengths)
+        return feature_lengths
