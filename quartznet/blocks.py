@@ -5,8 +5,13 @@ the last one stopping after BatchNorm (+ optional squeeze-excitation); a 1x1 con
 block input is added before the final ReLU -> Dropout.
 
 Masking: every conv sees zeros at frames t >= length, so padding never leaks into valid frames.
-The mask is a (B, 1, T) bool tensor built by the caller once per distinct length vector and handed
-down; only a strided conv changes the lengths and builds a new one.
+The mask is a (B, 1, 1, T) float tensor (1 on valid frames, 0 on padding) built by the caller once per
+distinct length vector and handed down; only a strided conv changes the lengths and builds a new one.
+Masking multiplies, as NeMo does: 10-20x faster than `where`/`masked_fill` on channels-last tensors.
+
+Layout: activations travel as (B, C, 1, T) in channels-last memory and every 1-D conv runs as a 2-D
+conv of height 1. The parameters stay NeMo's Conv1d/BatchNorm1d ones; only the kernels called change:
+oneDNN's depthwise conv is 20-40x faster channels-last (docs/benchmarks.md), with identical results.
 """
 
 from __future__ import annotations
@@ -33,9 +38,27 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """(B,) lengths -> (B, 1, T) bool, True on padding frames (t >= length)."""
-    return (torch.arange(max_len, device=lengths.device) >= lengths.unsqueeze(1)).unsqueeze(1)
+def valid_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B,) lengths -> (B, 1, 1, T) float, 1.0 on valid frames (t < length), 0.0 on padding."""
+    return (torch.arange(max_len, device=lengths.device) < lengths.unsqueeze(1))[:, None, None, :].float()
+
+
+def zero_padding(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x (B, C, 1, T) with its padding frames set to 0, in x's dtype and channels-last layout."""
+    return x * mask.to(x.dtype)
+
+
+def to_frames_layout(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, T) -> (B, C, 1, T) channels-last, the layout blocks compute in."""
+    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
+class FrameBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d (same parameters, keys and statistics over batch and time) that also takes (B, C, 1, T)."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() not in (3, 4):
+            raise ValueError(f"expected (B, C, T) or (B, C, 1, T) input, got shape {tuple(input.shape)}")
 
 
 class MaskedConv1d(nn.Module):
@@ -67,8 +90,14 @@ class MaskedConv1d(nn.Module):
         )
         return torch.div(lengths + 2 * padding - dilation * (kernel - 1) - 1, stride, rounding_mode="floor") + 1
 
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
-        return self.conv(x.masked_fill(pad_mask, 0.0))  # (B, C_in, T) -> (B, C_out, T')
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, 1, T) -> (B, C_out, 1, T')."""
+        conv = self.conv
+        return nn.functional.conv2d(
+            zero_padding(x, mask), conv.weight.unsqueeze(2), conv.bias,
+            stride=(1, conv.stride[0]), padding=(0, conv.padding[0]), dilation=(1, conv.dilation[0]),
+            groups=conv.groups,
+        )
 
 
 class SqueezeExcite(nn.Module):
@@ -82,12 +111,12 @@ class SqueezeExcite(nn.Module):
             nn.Linear(channels // reduction_ratio, channels, bias=False),
         )
 
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            x = x.float().masked_fill(pad_mask, 0.0)  # (B, C, T)
-            mean = x.sum(-1) / lengths.unsqueeze(1).to(x.dtype)  # (B, C): padding excluded
+            x = zero_padding(x.float(), mask)  # (B, C, 1, T)
+            mean = x.sum((2, 3)) / lengths.unsqueeze(1).to(x.dtype)  # (B, C): padding excluded
             gate = torch.sigmoid(self.fc(mean))  # (B, C)
-            return x * gate.unsqueeze(-1)
+            return x * gate[:, :, None, None]
 
 
 def conv_bn_layers(
@@ -101,7 +130,7 @@ def conv_bn_layers(
         ]
     else:
         convs = [MaskedConv1d(in_channels, out_channels, kernel, stride, dilation)]
-    return convs + [nn.BatchNorm1d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)]
+    return convs + [FrameBatchNorm(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)]
 
 
 class JasperBlock(nn.Module):
@@ -138,21 +167,21 @@ class JasperBlock(nn.Module):
         self.mout = nn.Sequential(make_activation(activation), nn.Dropout(dropout))
 
     def forward(
-        self, x: torch.Tensor, lengths: torch.Tensor, pad_mask: torch.Tensor
+        self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, C_in, T) -> (B, filters, T'), with lengths and padding mask for T'."""
-        out, out_lengths, out_mask = x, lengths, pad_mask
+        """(B, C_in, 1, T) -> (B, filters, 1, T'), with lengths and padding mask for T'."""
+        out, out_lengths, out_mask = x, lengths, mask
         for layer in self.mconv:
             if isinstance(layer, MaskedConv1d):
                 out = layer(out, out_mask)
                 if layer.changes_length:
                     out_lengths = layer.output_lengths(out_lengths)
-                    out_mask = padding_mask(out_lengths, out.shape[-1])
+                    out_mask = valid_mask(out_lengths, out.shape[-1])
             elif isinstance(layer, SqueezeExcite):
                 out = layer(out, out_mask, out_lengths)
             else:
                 out = layer(out)
         if self.res is not None:
             res_conv, res_bn = self.res[0]
-            out = out + res_bn(res_conv(x, pad_mask))  # residual masked with the block's input lengths
+            out = out + res_bn(res_conv(x, mask))  # residual masked with the block's input lengths
         return self.mout(out), out_lengths, out_mask

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from quartznet.blocks import JasperBlock, padding_mask
+from quartznet.blocks import JasperBlock, valid_mask, to_frames_layout
 
 # NeMo block keys accepted only at the value QuartzNet/MatchboxNet use.
 FIXED_BLOCK_KEYS = {
@@ -95,11 +95,11 @@ class ConvASREncoder(nn.Module):
 
     def forward(self, audio_signal: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, feat_in, T) features -> (B, feat_out, T') encodings (not masked past length), (B,) lengths."""
-        x, lengths = audio_signal, length
-        pad_mask = padding_mask(lengths, x.shape[-1])
+        x, lengths = to_frames_layout(audio_signal), length  # (B, C, 1, T)
+        mask = valid_mask(lengths, x.shape[-1])
         for block in self.encoder:
-            x, lengths, pad_mask = block(x, lengths, pad_mask)
-        return x, lengths
+            x, lengths, mask = block(x, lengths, mask)
+        return x.squeeze(2), lengths
 
 
 def xavier_init(module: nn.Module) -> None:

@@ -89,3 +89,21 @@ class ConvASRDecoderClassification(nn.Module):
     def forward(self, encoder_output: torch.Tensor) -> torch.Tensor:
         """(B, C, T) encodings -> (B, num_classes) logits."""
         return self.decoder_layers(self.pooling(encoder_output).squeeze(-1))
+
+
+def ctc_loss(
+    log_probs: torch.Tensor,
+    encoded_len: torch.Tensor,
+    targets: torch.Tensor,
+    target_len: torch.Tensor,
+    blank_id: int,
+) -> torch.Tensor:
+    """NeMo's CTC loss (SPEC §1): per-utterance negative log-likelihood averaged over the batch
+    ("mean_batch", not divided by target length), infinities zeroed, always computed in fp32."""
+    with torch.autocast(log_probs.device.type, enabled=False):
+        per_utterance = nn.functional.ctc_loss(
+            log_probs.float().transpose(0, 1),  # (T, B, V + 1)
+            targets, encoded_len, target_len,
+            blank=blank_id, reduction="none", zero_infinity=True,
+        )
+    return per_utterance.mean()

@@ -2,7 +2,7 @@
 `.nemo` save/restore, and the mapping between NeMo's class paths and ours.
 
 A model config is the `model:` section of a NeMo YAML: `preprocessor`, `encoder`, `decoder` sections
-with `_target_` (or NeMo 1.0's `cls` + `params`), plus anything else (`train_ds`, `optim`, ...), which
+with `_target_` (or NeMo 1.0's `cls` + `params`, read but never written), plus anything else (`train_ds`, `optim`, ...), which
 is kept as it is and written back on save. `_target_`s may name NeMo's classes or ours; saved configs
 always name NeMo's, so NeMo can restore what we write.
 """
@@ -43,23 +43,32 @@ CURRENT_MEL_SINCE = (2, 4)
 
 
 def as_plain_config(config: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
-    """A resolved plain dict of the model config; a whole NeMo YAML (with `model:`) is narrowed to it."""
-    if isinstance(config, DictConfig):
-        container = OmegaConf.to_container(config, resolve=True)
-    else:
-        container = OmegaConf.to_container(OmegaConf.create(dict(config)), resolve=True)
+    """A resolved plain dict of the model config, every module section in `_target_` form.
+
+    A whole NeMo YAML (with `model:`) is narrowed to its model section; NeMo 1.0's `cls` + `params`
+    sections are flattened to `_target_` + keys.
+    """
+    if not isinstance(config, DictConfig):
+        config = OmegaConf.create(dict(config))
+    container = OmegaConf.to_container(config, resolve=True)
     if "model" in container and "encoder" not in container:
         container = container["model"]
-    return copy.deepcopy(container)
+    container = copy.deepcopy(container)
+    for hydra_key in ("_target_", "_recursive_"):  # the model class itself, when Hydra composed the config
+        container.pop(hydra_key, None)
+    for key, section in container.items():
+        if isinstance(section, dict) and "cls" in section:
+            params = section.pop("params", None) or {}
+            container[key] = {"_target_": section.pop("cls")} | params | section
+    return container
 
 
 def split_target(section: Mapping[str, Any], where: str) -> tuple[type[nn.Module], dict[str, Any]]:
     """A config section -> (our module class, constructor kwargs)."""
-    section = dict(section)
-    target = section.pop("_target_", None) or section.pop("cls", None)
+    kwargs = dict(section)
+    target = kwargs.pop("_target_", None)
     if target is None:
         raise ValueError(f"model config: `{where}` needs a `_target_` naming its module")
-    kwargs = dict(section.pop("params", None) or {}) | section  # NeMo 1.0 wrote `cls` + `params`
     name = str(target).rsplit(".", 1)[-1]
     if name not in MODULES:
         raise ValueError(
@@ -83,16 +92,10 @@ def resolve_mel_variant(config: Mapping[str, Any]) -> str:
 
 
 def to_nemo_targets(config: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite every module section to NeMo's `_target_` form, in place; returns `config`."""
-    for key, section in config.items():
-        if not isinstance(section, dict):
-            continue
-        target = section.get("_target_") or section.get("cls")
-        if target and str(target).rsplit(".", 1)[-1] in MODULES:
-            params = section.pop("params", None) or {}
-            section.pop("cls", None)
-            rest = {k: v for k, v in section.items() if k != "_target_"}
-            config[key] = {"_target_": f"{NEMO_MODULES_PATH}.{str(target).rsplit('.', 1)[-1]}"} | params | rest
+    """Point every module section's `_target_` at NeMo's class, in place; returns `config`."""
+    for section in config.values():
+        if isinstance(section, dict) and str(section.get("_target_", "")).rsplit(".", 1)[-1] in MODULES:
+            section["_target_"] = f"{NEMO_MODULES_PATH}.{section['_target_'].rsplit('.', 1)[-1]}"
     return config
 
 
@@ -123,6 +126,16 @@ class QuartzNetModel(pl.LightningModule):
             return cls(**kwargs, **extra)
         except TypeError as error:
             raise TypeError(f"model config `{key}` ({cls.__name__}): {error}") from error
+
+    def fill_decoder_input(self) -> None:
+        """As NeMo: a missing `decoder.feat_in` is the encoder's output width; a wrong one is an error."""
+        feat_in = (self.cfg.get("decoder") or {}).get("feat_in")
+        if not feat_in:
+            self.cfg.decoder.feat_in = self.encoder.feat_out
+        elif feat_in != self.encoder.feat_out:
+            raise ValueError(
+                f"model config: decoder.feat_in={feat_in} but the encoder outputs {self.encoder.feat_out} channels"
+            )
 
     @property
     def num_weights(self) -> int:

@@ -26,15 +26,12 @@ class ClassificationModel(QuartzNetModel):
             extra["variant"] = self.cfg.mel_variant
         self.preprocessor = self.build("preprocessor", **extra)
         self.encoder = self.build("encoder")
+        self.fill_decoder_input()
+        self.cfg.decoder.num_classes = len(self.labels)  # as NeMo: the labels decide the head size
         self.decoder = self.build("decoder")
-        if self.decoder.num_classes != len(self.labels):
-            raise ValueError(
-                f"model config: decoder.num_classes={self.decoder.num_classes} but there are "
-                f"{len(self.labels)} labels"
-            )
-        # NeMo's `crop_or_pad_augment` section: every utterance becomes exactly `audio_length` frames.
-        crop_or_pad = self.cfg.get("crop_or_pad_augment")
-        self.fixed_frames = int(crop_or_pad["audio_length"]) if crop_or_pad else None
+        # NeMo's `crop_or_pad_augment`: every utterance becomes exactly `audio_length` frames (<= 0: off).
+        crop_or_pad = self.cfg.get("crop_or_pad_augment") or {}
+        self.fixed_frames = max(int(crop_or_pad.get("audio_length", 0)), 0)
 
     @property
     def labels(self) -> list[str]:

@@ -24,12 +24,8 @@ class CTCModel(QuartzNetModel):
             extra["variant"] = self.cfg.mel_variant
         self.preprocessor = self.build("preprocessor", **extra)
         self.encoder = self.build("encoder")
+        self.fill_decoder_input()
         self.decoder = self.build("decoder")
-        if self.decoder.decoder_layers[0].in_channels != self.encoder.feat_out:
-            raise ValueError(
-                f"model config: decoder.feat_in={self.decoder.decoder_layers[0].in_channels} but the encoder "
-                f"outputs {self.encoder.feat_out} channels"
-            )
 
     @property
     def vocabulary(self) -> list[str]:

@@ -1,0 +1,101 @@
+"""QuartzNet 15x5 speed on this machine: inference real-time factor and one training step.
+
+    .venv/bin/python bench/bench_model.py [--threads 2] [--runs 10] [--json out.json]
+
+Inference: batch 1 x 10 s of audio, fp32, features included, eval mode, torch.inference_mode().
+Training: batch 4 x 5 s, forward (features, encoder, head) + CTC loss + backward + NovoGrad step.
+Each is the median of `--runs` timed runs after `--warmup` untimed ones. Inputs are seeded noise:
+speed does not depend on what is said. Results go in docs/benchmarks.md with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from quartznet.heads import ctc_loss
+from quartznet.models import CTCModel
+from quartznet.optim import NovoGrad
+
+SAMPLE_RATE = 16000
+CONFIG = Path(__file__).resolve().parents[1] / "conf" / "model" / "quartznet_15x5.yaml"
+
+
+def median_seconds(step, warmup: int, runs: int) -> tuple[float, list[float]]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def bench_inference(model: CTCModel, seconds: float, warmup: int, runs: int) -> dict:
+    model.eval()
+    audio = torch.randn(1, int(seconds * SAMPLE_RATE), generator=torch.Generator().manual_seed(0)) * 0.1
+    lengths = torch.tensor([audio.shape[1]])
+
+    def step():
+        with torch.inference_mode():
+            model(input_signal=audio, input_signal_length=lengths)
+
+    median, times = median_seconds(step, warmup, runs)
+    return {"batch": 1, "audio_s": seconds, "median_s": median, "rtf": median / seconds, "runs_s": times}
+
+
+def bench_training_step(model: CTCModel, batch: int, seconds: float, warmup: int, runs: int) -> dict:
+    model.train()
+    generator = torch.Generator().manual_seed(0)
+    audio = torch.randn(batch, int(seconds * SAMPLE_RATE), generator=generator) * 0.1
+    lengths = torch.full((batch,), audio.shape[1])
+    target_len = torch.full((batch,), 70)  # ~14 characters per second, LibriSpeech-like
+    targets = torch.randint(0, model.blank_id, (batch, 70), generator=generator)
+    optimizer = NovoGrad(model.parameters(), lr=0.01, betas=(0.8, 0.5), weight_decay=0.001)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        log_probs, encoded_len, _ = model(input_signal=audio, input_signal_length=lengths)
+        loss = ctc_loss(log_probs, encoded_len, targets, target_len, model.blank_id)
+        loss.backward()
+        optimizer.step()
+
+    median, times = median_seconds(step, warmup, runs)
+    return {"batch": batch, "audio_s": seconds, "median_s": median, "runs_s": times}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default: 2)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = CTCModel(OmegaConf.load(CONFIG))
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}",
+        "parameters": model.num_weights,
+        "inference_1x10s": bench_inference(model, 10.0, args.warmup, args.runs),
+        "train_step_4x5s": bench_training_step(model, 4, 5.0, max(1, args.warmup - 1), max(3, args.runs // 2)),
+    }
+    inference, training = results["inference_1x10s"], results["train_step_4x5s"]
+    print(f"QuartzNet 15x5 ({results['parameters']:,} parameters), {results['machine']}")
+    print(f"inference 1 x 10 s, fp32: {inference['median_s'] * 1000:.0f} ms median, RTF {inference['rtf']:.4f}")
+    print(f"training step 4 x 5 s (fwd + CTC + bwd + NovoGrad): {training['median_s']:.3f} s median")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
