@@ -1,0 +1,1 @@
+"""Data: manifests, audio loading, datasets, samplers and shards."""
