@@ -20,8 +20,10 @@ from typing import Any
 import torch
 import yaml
 
+
 CONFIG_NAME = "model_config.yaml"
 WEIGHTS_NAME = "model_weights.ckpt"
+CKPT_CONFIG_KEY = "quartznet_model_config"  # where a Lightning .ckpt from train.py keeps the model config
 
 
 class UnsafeArchiveError(ValueError):
@@ -88,21 +90,42 @@ def load_nemo(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.
     return config, state_dict
 
 
-def load_weights(path: str | os.PathLike, label: str | None = None) -> dict[str, torch.Tensor]:
-    """`torch.load` a state dict as data only; anything carrying code or non-tensors is refused."""
-    label = label or str(path)
+def _load_data(path: str | os.PathLike, label: str) -> Any:
+    """`torch.load` as data only: anything carrying code is refused."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError (or RuntimeError) for code and garbage alike
         raise ValueError(
             f"{label}: refused to load: not a plain tensor checkpoint (weights_only=True rejected it: "
             f"{str(error).splitlines()[0]})"
         ) from error
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+
+
+def _state_dict_of(state: Any, label: str) -> dict[str, torch.Tensor]:
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # a Lightning .ckpt
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise ValueError(f"{label}: expected a dict of tensors (a state dict)")
     return state
+
+
+def load_weights(path: str | os.PathLike, label: str | None = None) -> dict[str, torch.Tensor]:
+    """A state dict from a `torch.save`d file or a Lightning `.ckpt`, loaded as data only."""
+    label = label or str(path)
+    return _state_dict_of(_load_data(path, label), label)
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(model config, state dict) from a `.nemo`, or from a Lightning `.ckpt` written by train.py."""
+    path = Path(path)
+    if path.suffix != ".ckpt":
+        return load_nemo(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    checkpoint = _load_data(path, str(path))
+    if not isinstance(checkpoint, dict) or CKPT_CONFIG_KEY not in checkpoint:
+        raise ValueError(f"{path}: a Lightning checkpoint without a quartznet model config; was it written by train.py?")
+    return checkpoint[CKPT_CONFIG_KEY], _state_dict_of(checkpoint, str(path))
 
 
 def save_nemo(path: str | os.PathLike, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> Path:

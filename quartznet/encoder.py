@@ -50,8 +50,10 @@ def scaled_kernel(kernel: int, factor: float) -> int:
     return size + 1 if size % 2 == 0 else size
 
 
-def block_kwargs(config: Mapping[str, Any], index: int, activation: str) -> dict[str, Any]:
-    """One NeMo `jasper:` entry -> JasperBlock keyword arguments."""
+def block_kwargs(
+    config: Mapping[str, Any], index: int, activation: str, se: bool = False, se_reduction_ratio: int = 8
+) -> dict[str, Any]:
+    """One NeMo `jasper:` entry -> JasperBlock keyword arguments; `se*` are the encoder-wide defaults."""
     where = f"encoder.jasper[{index}]"
     config = dict(config)
     kernel = _single(config.pop("kernel", 11), "kernel", where)
@@ -64,29 +66,44 @@ def block_kwargs(config: Mapping[str, Any], index: int, activation: str) -> dict
         "dropout": config.pop("dropout", 0.0),
         "residual": config.pop("residual", True),
         "separable": config.pop("separable", False),
-        "se": config.pop("se", False),
-        "se_reduction_ratio": config.pop("se_reduction_ratio", 8),
+        "se": config.pop("se", se),
+        "se_reduction_ratio": config.pop("se_reduction_ratio", se_reduction_ratio),
         "activation": activation,
     }
     _check_fixed(where, config, FIXED_BLOCK_KEYS)
     return known
 
 
+def nemo_encoder_section(section: Mapping[str, Any]) -> dict[str, Any]:
+    """Our encoder config -> one NeMo's ConvASREncoder accepts: the encoder-wide `se` and
+    `se_reduction_ratio` (ours) are written into every block that does not set its own."""
+    section = dict(section)
+    defaults = {key: section.pop(key) for key in ("se", "se_reduction_ratio") if key in section}
+    section["jasper"] = [defaults | dict(block) for block in section["jasper"]]
+    return section
+
+
 class ConvASREncoder(nn.Module):
-    """Masked conv encoder. Keys: `encoder.{block}.mconv.{i}...`, `encoder.{block}.res.0.{0,1}...`."""
+    """Masked conv encoder. Keys: `encoder.{block}.mconv.{i}...`, `encoder.{block}.res.0.{0,1}...`.
+
+    `se` / `se_reduction_ratio` here set squeeze-excitation for every block that does not say otherwise
+    (`model.encoder.se=true` on the command line turns it on everywhere).
+    """
 
     def __init__(
         self,
         jasper: Sequence[Mapping[str, Any]],
         feat_in: int,
         activation: str = "relu",
+        se: bool = False,
+        se_reduction_ratio: int = 8,
         **nemo_options: Any,
     ):
         super().__init__()
         _check_fixed("encoder", nemo_options, FIXED_ENCODER_KEYS)
         blocks, channels = [], feat_in
         for index, config in enumerate(jasper):
-            kwargs = block_kwargs(config, index, activation)
+            kwargs = block_kwargs(config, index, activation, se, se_reduction_ratio)
             blocks.append(JasperBlock(channels, **kwargs))
             channels = kwargs["filters"]
         self.encoder = nn.Sequential(*blocks)

@@ -10,6 +10,7 @@ always name NeMo's, so NeMo can restore what we write.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -21,10 +22,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from quartznet.checkpoint import load_nemo, save_nemo
-from quartznet.encoder import ConvASREncoder
+from quartznet.augment import SpectrogramAugmentation
+from quartznet.data.datasets import SkipReport
+from quartznet.checkpoint import CKPT_CONFIG_KEY, load_checkpoint, save_nemo
+from quartznet.encoder import ConvASREncoder, nemo_encoder_section
 from quartznet.features import AudioToMelSpectrogramPreprocessor, AudioToMFCCPreprocessor
 from quartznet.heads import ConvASRDecoder, ConvASRDecoderClassification
+from quartznet.optim import NovoGrad
+from quartznet.schedulers import build_scheduler
+
+log = logging.getLogger(__name__)
 
 NEMO_MODULES_PATH = "nemo.collections.asr.modules"
 MODULES: dict[str, type[nn.Module]] = {
@@ -35,7 +42,15 @@ MODULES: dict[str, type[nn.Module]] = {
         ConvASREncoder,
         ConvASRDecoder,
         ConvASRDecoderClassification,
+        SpectrogramAugmentation,
     )
+}
+# NeMo's `optim.name` values -> optimiser classes.
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "novograd": NovoGrad,
+    "adamw": torch.optim.AdamW,
+    "adam": torch.optim.Adam,
+    "sgd": torch.optim.SGD,
 }
 # NeMo >= 2.4 (mid-2025) computes log-mels with the "current" variant; every earlier release, and so
 # every NGC QuartzNet checkpoint, with the "classic" one (SPEC §2). A config's own `mel_variant` wins.
@@ -112,6 +127,18 @@ class QuartzNetModel(pl.LightningModule):
     def __init__(self, cfg: Mapping[str, Any] | DictConfig):
         super().__init__()
         self.cfg = OmegaConf.create(as_plain_config(cfg))
+        self.frozen_batchnorm = False
+        self._eval_totals: dict[str, dict[int, torch.Tensor]] = {}
+        self.skip_report = SkipReport()
+
+    def build_spec_augmentation(self) -> None:
+        """`spec_augment` section -> self.spec_augmentation (train-time only), or None when absent."""
+        self.spec_augmentation = self.build("spec_augment") if self.cfg.get("spec_augment") else None
+
+    def augment(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.training and self.spec_augmentation is not None:
+            return self.spec_augmentation(input_spec=features, length=lengths)
+        return features
 
     def section(self, key: str) -> tuple[type[nn.Module], dict[str, Any]]:
         """The module class and kwargs of config section `key` (NeMo or quartznet `_target_`)."""
@@ -145,8 +172,118 @@ class QuartzNetModel(pl.LightningModule):
     def nemo_config(self) -> dict[str, Any]:
         """The config as written into a `.nemo`: NeMo `_target_`s and our own settings made explicit."""
         config = to_nemo_targets(OmegaConf.to_container(self.cfg))
+        config["encoder"] = nemo_encoder_section(config["encoder"])
         config["target"] = self.nemo_target
         return config
+
+    # --- training -------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """NeMo's `optim` section: name, lr, betas, weight_decay, ... and `sched` (per-step schedule)."""
+        if not self.cfg.get("optim"):
+            raise ValueError("model config: `optim` section needed to train (name, lr, ...)")
+        optim = OmegaConf.to_container(self.cfg.optim)
+        name = optim.pop("name")
+        schedule = optim.pop("sched", None)
+        if name not in OPTIMIZERS:
+            raise ValueError(f"model config: optim.name={name!r}; choose one of {sorted(OPTIMIZERS)}")
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        optimizer = OPTIMIZERS[name](parameters, **optim)
+        if not schedule:
+            return {"optimizer": optimizer}
+        schedule = dict(schedule)
+        max_steps = schedule.get("max_steps") or self.trainer.estimated_stepping_batches
+        scheduler = build_scheduler(optimizer, schedule.pop("name"), int(max_steps), **schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def freeze_encoder(self) -> None:
+        """Train only the head (fine-tuning on little data)."""
+        self.encoder.requires_grad_(False)
+
+    def freeze_batchnorm(self) -> None:
+        """Keep every BatchNorm in eval mode (running statistics and affine weights fixed) while training."""
+        self.frozen_batchnorm = True
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm1d):
+                module.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> QuartzNetModel:
+        super().train(mode)
+        if mode and self.frozen_batchnorm:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm1d):
+                    module.eval()
+        return self
+
+    def note_skipped(self, batch: Any) -> None:
+        """Collect the files a training batch had to leave out (reported at epoch end)."""
+        if batch.skipped:
+            self.skip_report.add(batch.skipped)
+
+    def on_train_epoch_end(self) -> None:
+        report = self.skip_report
+        if self.trainer.world_size > 1:  # every rank saw other files: merge the reports
+            gathered = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, report.as_dict())
+            report = SkipReport()
+            for part in gathered:
+                report.merge(part)
+        self.log("train_skipped", float(report.count), sync_dist=False)
+        if report.count and self.trainer.is_global_zero:
+            log.warning("epoch %d: %s", self.current_epoch, report.summary())
+        self.skip_report.reset()
+
+    # --- evaluation bookkeeping shared by validation and test ----------------------------------------
+    # Each step adds counts (never rates) per dataloader; at epoch end they are summed over DDP ranks, so
+    # every rank logs the same corpus-level metrics.
+
+    def add_eval_counts(self, stage: str, dataloader_idx: int, counts: list[float]) -> None:
+        totals = self._eval_totals.setdefault(stage, {})
+        update = torch.tensor(counts, dtype=torch.float64)
+        totals[dataloader_idx] = totals[dataloader_idx] + update if dataloader_idx in totals else update
+
+    def eval_metrics(self, totals: torch.Tensor) -> dict[str, float]:
+        """Metric name (without stage prefix) -> value, from summed counts."""
+        raise NotImplementedError
+
+    def log_eval_metrics(self, stage: str) -> dict[str, dict[str, float]]:
+        """Reduce, log and return `{dataloader name: {metric: value}}`; the first dataloader has no suffix."""
+        names = list(getattr(self.trainer.datamodule, f"{stage}_names", None) or []) if self._trainer else []
+        results = {}
+        for index, totals in sorted(self._eval_totals.pop(stage, {}).items()):
+            totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
+            name = names[index] if index < len(names) else f"{stage}_{index}"
+            suffix = "" if index == 0 else f"_{name}"
+            metrics = self.eval_metrics(totals)
+            for metric, value in metrics.items():
+                self.log(f"{stage}_{metric}{suffix}", value, prog_bar=index == 0 and metric != "loss", sync_dist=False)
+            results[name] = metrics
+        return results
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_totals.pop("val", None)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_eval_metrics("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_totals.pop("test", None)
+
+    def on_test_epoch_end(self) -> None:
+        self.last_test_metrics = self.log_eval_metrics("test")
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.evaluation_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.evaluation_step("test", batch, dataloader_idx)
+
+    def evaluation_step(self, stage: str, batch: Any, dataloader_idx: int) -> None:
+        raise NotImplementedError
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CKPT_CONFIG_KEY] = self.nemo_config()
 
     def save_to(self, save_path: str | os.PathLike) -> Path:
         """Write a `.nemo` with NeMo's member names and state-dict keys."""
@@ -156,8 +293,8 @@ class QuartzNetModel(pl.LightningModule):
     def restore_from(
         cls, restore_path: str | os.PathLike, map_location: str | None = None, strict: bool = True
     ) -> QuartzNetModel:
-        """Load a `.nemo` written by NeMo (any version) or by quartznet."""
-        config, state_dict = load_nemo(restore_path)
+        """Load a `.nemo` written by NeMo (any version) or by quartznet, or a `.ckpt` from train.py."""
+        config, state_dict = load_checkpoint(restore_path)
         written_for = str(config.get("target", "")).rsplit(".", 1)[-1]
         expected = cls.nemo_target.rsplit(".", 1)[-1]
         if written_for and written_for != expected:

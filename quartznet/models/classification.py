@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
+from torch import nn
 
 from quartznet.features import AudioToMFCCPreprocessor, crop_or_pad_frames
 from quartznet.models.base import QuartzNetModel, full_lengths, resolve_mel_variant
@@ -29,6 +30,7 @@ class ClassificationModel(QuartzNetModel):
         self.fill_decoder_input()
         self.cfg.decoder.num_classes = len(self.labels)  # as NeMo: the labels decide the head size
         self.decoder = self.build("decoder")
+        self.build_spec_augmentation()
         # NeMo's `crop_or_pad_augment`: every utterance becomes exactly `audio_length` frames (<= 0: off).
         crop_or_pad = self.cfg.get("crop_or_pad_augment") or {}
         self.fixed_frames = max(int(crop_or_pad.get("audio_length", 0)), 0)
@@ -63,6 +65,7 @@ class ClassificationModel(QuartzNetModel):
                 processed_signal, valid_frames, self.fixed_frames, random_crop=self.training
             )
             processed_signal_length = full_lengths(processed_signal)
+        processed_signal = self.augment(processed_signal, processed_signal_length)
         encoded, _ = self.encoder(audio_signal=processed_signal, length=processed_signal_length)
         return self.decoder(encoder_output=encoded)
 
@@ -71,3 +74,38 @@ class ClassificationModel(QuartzNetModel):
         if isinstance(self.preprocessor, AudioToMFCCPreprocessor):
             return self.preprocessor.stft_frames(sample_lengths)
         return feature_lengths
+
+    def change_labels(self, new_labels: Sequence[str]) -> None:
+        """A new class list: the linear head is rebuilt for it, the encoder is kept."""
+        new_labels = list(new_labels)
+        if len(set(new_labels)) != len(new_labels):
+            raise ValueError(f"change_labels: labels must be distinct, got {new_labels}")
+        self.cfg.labels = new_labels
+        self.cfg.decoder.num_classes = len(new_labels)
+        self.decoder = self.build("decoder").to(self.device)
+
+    # --- Lightning ---------------------------------------------------------------------------------
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.note_skipped(batch)
+        if batch.audio.shape[0] == 0:  # every file of the batch was unusable: a no-op step keeps DDP in step
+            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+        logits = self(input_signal=batch.audio, input_signal_length=batch.audio_len)
+        loss = nn.functional.cross_entropy(logits.float(), batch.labels)
+        accuracy = (logits.argmax(-1) == batch.labels).float().mean()
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch.audio.shape[0])
+        self.log("train_acc", accuracy, prog_bar=True, batch_size=batch.audio.shape[0])
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
+        return loss
+
+    def evaluation_step(self, stage: str, batch: Any, dataloader_idx: int) -> None:
+        if batch.audio.shape[0] == 0:
+            return
+        logits = self(input_signal=batch.audio, input_signal_length=batch.audio_len)
+        loss = nn.functional.cross_entropy(logits.float(), batch.labels, reduction="sum")
+        correct = (logits.argmax(-1) == batch.labels).sum()
+        self.add_eval_counts(stage, dataloader_idx, [loss.item(), batch.audio.shape[0], correct.item()])
+
+    def eval_metrics(self, totals: torch.Tensor) -> dict[str, float]:
+        loss_sum, count, correct = totals.tolist()
+        return {"loss": loss_sum / max(count, 1), "acc": correct / max(count, 1)}

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
 from quartznet.features import AudioToMelSpectrogramPreprocessor
-from quartznet.heads import ctc_greedy_decode
+from quartznet.heads import ctc_greedy_decode, ctc_loss
+from quartznet.metrics import ErrorCounts, corpus_errors
 from quartznet.models.base import QuartzNetModel, full_lengths, resolve_mel_variant
 
 
@@ -26,6 +27,7 @@ class CTCModel(QuartzNetModel):
         self.encoder = self.build("encoder")
         self.fill_decoder_input()
         self.decoder = self.build("decoder")
+        self.build_spec_augmentation()
 
     @property
     def vocabulary(self) -> list[str]:
@@ -53,6 +55,7 @@ class CTCModel(QuartzNetModel):
             )
         elif processed_signal_length is None:
             processed_signal_length = full_lengths(processed_signal)
+        processed_signal = self.augment(processed_signal, processed_signal_length)
         encoded, encoded_len = self.encoder(audio_signal=processed_signal, length=processed_signal_length)
         log_probs = self.decoder(encoder_output=encoded)
         return log_probs, encoded_len, log_probs.argmax(dim=-1)
@@ -60,3 +63,47 @@ class CTCModel(QuartzNetModel):
     def decode(self, log_probs: torch.Tensor, encoded_len: torch.Tensor) -> list[str]:
         """Greedy CTC strings, one per utterance."""
         return ctc_greedy_decode(log_probs, encoded_len, self.vocabulary, self.blank_id)
+
+    def change_vocabulary(self, new_vocabulary: Sequence[str]) -> None:
+        """A new alphabet: the head is rebuilt (blank = len(new_vocabulary), last), the encoder is kept."""
+        new_vocabulary = list(new_vocabulary)
+        if len(set(new_vocabulary)) != len(new_vocabulary) or not all(isinstance(c, str) for c in new_vocabulary):
+            raise ValueError(f"change_vocabulary: labels must be distinct strings, got {new_vocabulary}")
+        self.cfg.labels = new_vocabulary
+        self.cfg.decoder.vocabulary = new_vocabulary
+        self.cfg.decoder.num_classes = len(new_vocabulary)
+        self.decoder = self.build("decoder").to(self.device)
+
+    # --- Lightning ---------------------------------------------------------------------------------
+
+    def ctc_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        log_probs, encoded_len, _ = self(input_signal=batch.audio, input_signal_length=batch.audio_len)
+        loss = ctc_loss(log_probs, encoded_len, batch.tokens, batch.tokens_len, self.blank_id)
+        return loss, log_probs, encoded_len
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.note_skipped(batch)
+        if batch.audio.shape[0] == 0:  # every file of the batch was unusable: a no-op step keeps DDP in step
+            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+        loss, _, _ = self.ctc_step(batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch.audio.shape[0])
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
+        return loss
+
+    def evaluation_step(self, stage: str, batch: Any, dataloader_idx: int) -> None:
+        if batch.audio.shape[0] == 0:
+            return
+        loss, log_probs, encoded_len = self.ctc_step(batch)
+        hypotheses = self.decode(log_probs, encoded_len)
+        references = self.token_texts(batch.tokens, batch.tokens_len)
+        errors = corpus_errors(references, hypotheses)
+        batch_size = batch.audio.shape[0]
+        self.add_eval_counts(stage, dataloader_idx, [loss.item() * batch_size, batch_size, *errors.as_list()])
+
+    def eval_metrics(self, totals: torch.Tensor) -> dict[str, float]:
+        loss_sum, count, *counts = totals.tolist()
+        errors = ErrorCounts(*(int(c) for c in counts))
+        return {"loss": loss_sum / max(count, 1), "wer": errors.wer, "cer": errors.cer}
+
+    def token_texts(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        return ["".join(self.vocabulary[i] for i in row[:n].tolist()) for row, n in zip(tokens, lengths)]

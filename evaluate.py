@@ -1,0 +1,64 @@
+"""Evaluate a `.nemo` (NeMo's or ours) or a train.py `.ckpt` on a manifest or a LibriSpeech split.
+
+    python evaluate.py checkpoint=runs/demo/model.nemo manifest=data/synthetic_asr/test.json
+    python evaluate.py checkpoint=QuartzNet15x5Base-En.nemo split=test-clean amp=true
+
+ASR: prints WER (with substitutions / deletions / insertions), CER and the worst utterances; writes a
+predictions manifest (`pred_text` per line, `text` = the normalised reference that was scored) and a
+summary PNG. Classifiers: accuracy, per-class precision / recall and a confusion-matrix PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from quartznet.data.manifest import write_manifest
+from quartznet.evaluation import (
+    evaluate_asr,
+    evaluate_classifier,
+    format_asr_report,
+    format_classification_report,
+    librispeech_manifest,
+    load_model,
+)
+from quartznet.models import CTCModel
+from quartznet.plots import plot_asr_summary, plot_confusion_matrix
+
+log = logging.getLogger("evaluate")
+LIBRISPEECH_SPLITS = ("dev-clean", "dev-other", "test-clean", "test-other")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> dict:
+    if bool(cfg.manifest) == bool(cfg.split):
+        raise ValueError("give exactly one of manifest=... or split=<LibriSpeech split>")
+    manifest = cfg.manifest or librispeech_manifest(cfg.librispeech_dir, cfg.split, LIBRISPEECH_SPLITS)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model = load_model(cfg.checkpoint)
+    options = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=device, amp=cfg.amp)
+    if isinstance(model, CTCModel):
+        result = evaluate_asr(model, manifest, **options)
+        report = format_asr_report(result, cfg.worst)
+        plot_asr_summary({Path(manifest).stem: result.summary()}, output_dir / "evaluation_summary.png")
+    else:
+        result = evaluate_classifier(model, manifest, **options)
+        report = format_classification_report(result)
+        plot_confusion_matrix(result.confusion, result.labels, output_dir / "confusion_matrix.png")
+    write_manifest(cfg.predictions, result.rows)
+    summary = result.summary()
+    (output_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    print(f"{cfg.checkpoint} on {manifest}\n{report}\npredictions: {cfg.predictions}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The Lightning data module behind every `conf/data/*.yaml`: manifests (or shards) -> batches.
+
+Training batches come from `DurationBucketSampler` (similar durations per batch, DDP-aware, resumable
+mid-epoch through the module's `state_dict`). Evaluation sets are split across DDP ranks without
+repeats, so corpus-level metrics count every utterance exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+
+from quartznet.augment import WaveformAugmentation
+from quartznet.data.datasets import AudioToCharDataset, AudioToLabelDataset, collate_asr, collate_labels
+from quartznet.data.manifest import manifest_paths
+from quartznet.data.sampler import DurationBucketSampler, distributed_rank_and_world
+
+log = logging.getLogger(__name__)
+
+TASKS = ("asr", "classification")
+
+
+def evaluation_batches(durations: Sequence[float], batch_size: int, rank: int, world: int) -> list[list[int]]:
+    """Batches of similar duration (little padding), dealt round-robin to ranks; every index once."""
+    order = np.argsort(np.asarray(durations), kind="stable")
+    batches = [order[start : start + batch_size].tolist() for start in range(0, len(order), batch_size)]
+    return batches[rank::world]
+
+
+def manifest_name(manifests: str | Sequence[str]) -> str:
+    """A short name for logging a validation set: its first manifest's file stem."""
+    return manifest_paths(manifests)[0].stem
+
+
+class SpeechDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        task: str,
+        labels: Sequence[str],
+        train_manifest: str | Sequence[str] | None = None,
+        validation_manifests: Sequence[str | Sequence[str]] = (),
+        test_manifests: Sequence[str | Sequence[str]] = (),
+        sample_rate: int = 16000,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        min_duration: float | None = None,
+        max_duration: float | None = None,
+        num_buckets: int = 10,
+        augment: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        monitor: str = "val_wer",
+        monitor_mode: str = "min",
+        pin_memory: bool = False,
+    ):
+        """`validation_manifests` / `test_manifests`: one entry per evaluation set (each a manifest
+        path, a comma list or a list of paths); `augment`: WaveformAugmentation options (train only);
+        `monitor` / `monitor_mode`: the metric checkpoints are chosen on for this kind of data."""
+        super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"data.task must be one of {TASKS}, got {task!r}")
+        self.task, self.labels = task, list(labels)
+        self.train_manifest = train_manifest
+        self.validation_manifests = list(validation_manifests or [])
+        self.test_manifests = list(test_manifests or [])
+        self.sample_rate, self.batch_size = sample_rate, batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.min_duration, self.max_duration = min_duration, max_duration
+        self.num_buckets, self.seed = num_buckets, seed
+        self.augment = dict(augment) if augment else None
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+        self.val_names = [manifest_name(m) for m in self.validation_manifests]
+        self.test_names = [manifest_name(m) for m in self.test_manifests]
+        self.train_sampler: DurationBucketSampler | None = None
+        self._resume_state: dict[str, Any] | None = None
+
+    # --- datasets ---------------------------------------------------------------------------------
+
+    def dataset(self, manifests: str | Sequence[str], train: bool) -> Dataset:
+        transform = WaveformAugmentation(sample_rate=self.sample_rate, **self.augment) if train and self.augment else None
+        dataset_class = AudioToCharDataset if self.task == "asr" else AudioToLabelDataset
+        return dataset_class(
+            manifests, self.labels, sample_rate=self.sample_rate, min_duration=self.min_duration,
+            # Long utterances are left out of training only; evaluation scores every one.
+            max_duration=self.max_duration if train else None, waveform_transform=transform,
+        )
+
+    @property
+    def collate(self):
+        return collate_asr if self.task == "asr" else collate_labels
+
+    def train_dataloader(self) -> DataLoader:
+        if not self.train_manifest:
+            raise ValueError("data.train_manifest is not set; give the training manifest(s)")
+        dataset = self.dataset(self.train_manifest, train=True)
+        if len(dataset) == 0:
+            raise ValueError(f"{self.train_manifest}: no usable training utterances (check durations and paths)")
+        self.train_sampler = DurationBucketSampler(
+            dataset.durations, self.batch_size, num_buckets=self.num_buckets, shuffle=True, seed=self.seed,
+        )
+        if self._resume_state is not None:
+            self.train_sampler.load_state_dict(self._resume_state)
+            self._resume_state = None
+        return DataLoader(
+            dataset, batch_sampler=self.train_sampler, num_workers=self.num_workers, collate_fn=self.collate,
+            pin_memory=self.pin_memory, persistent_workers=False,
+        )
+
+    def evaluation_dataloader(self, manifests: str | Sequence[str]) -> DataLoader:
+        dataset = self.dataset(manifests, train=False)
+        rank, world = distributed_rank_and_world()
+        return DataLoader(
+            dataset, batch_sampler=evaluation_batches(dataset.durations, self.eval_batch_size, rank, world),
+            num_workers=self.num_workers, collate_fn=self.collate, pin_memory=self.pin_memory,
+        )
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self.evaluation_dataloader(m) for m in self.validation_manifests]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self.evaluation_dataloader(m) for m in self.test_manifests]
+
+    # --- resuming mid-epoch -----------------------------------------------------------------------
+    # Lightning restores epoch and step but restarts the epoch's data (and calls the sampler's
+    # set_epoch each epoch); the sampler skips what the killed run had already trained on. The count
+    # comes from the training loop, not the sampler, because DataLoader workers prefetch ahead.
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.train_sampler is None or self.trainer is None:
+            return {}
+        consumed = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return {"train_sampler": self.train_sampler.state_dict(consumed_batches=consumed)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_state = state_dict.get("train_sampler")

@@ -1,0 +1,126 @@
+"""What train.py does, as functions: build the model (fresh, or initialised from a checkpoint with
+key filters, new vocabulary or labels), the data, the trainer; resume; write the results."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from quartznet.checkpoint import load_checkpoint
+from quartznet.models import ClassificationModel, CTCModel, QuartzNetModel
+
+log = logging.getLogger(__name__)
+
+
+def model_class(model_cfg: DictConfig) -> type[QuartzNetModel]:
+    """The model config's `_target_` (quartznet.models.CTCModel / ClassificationModel)."""
+    target = model_cfg.get("_target_")
+    if not target:
+        raise ValueError("model config needs `_target_: quartznet.models.CTCModel` (or ClassificationModel)")
+    cls = hydra.utils.get_class(target)
+    if not (isinstance(cls, type) and issubclass(cls, QuartzNetModel)):
+        raise ValueError(f"model._target_={target!r} is not a quartznet model class")
+    return cls
+
+
+def filter_keys(keys: Sequence[str], include: Sequence[str] | None, exclude: Sequence[str] | None) -> list[str]:
+    """NeMo's init_from filters: keep keys containing any `include` substring (all when empty), then
+    drop keys containing any `exclude` substring."""
+    kept = [k for k in keys if not include or any(part in k for part in include)]
+    return [k for k in kept if not exclude or not any(part in k for part in exclude)]
+
+
+def initialize_from(model: QuartzNetModel, path: str, include: Sequence[str] | None, exclude: Sequence[str] | None) -> list[str]:
+    """Copy the filtered weights of a `.nemo` / `.ckpt` into `model`; returns the keys loaded.
+
+    A key the model lacks, or whose shape differs (a head for other labels), is not loaded and is
+    reported, so `exclude` is only needed to skip weights that would fit.
+    """
+    _, weights = load_checkpoint(path)
+    own = model.state_dict()
+    wanted = filter_keys(list(weights), include, exclude)
+    loadable = [k for k in wanted if k in own and own[k].shape == weights[k].shape]
+    skipped = sorted(set(wanted) - set(loadable))
+    if skipped:
+        log.warning("init_from %s: %d filtered keys not loaded (absent or other shape): %s", path, len(skipped), skipped[:10])
+    model.load_state_dict({k: weights[k] for k in loadable}, strict=False)
+    log.info("init_from %s: loaded %d of %d weights", path, len(loadable), len(weights))
+    return loadable
+
+
+TRAINING_SECTIONS = ("optim", "spec_augment")  # what fine-tuning takes from cfg.model over the checkpoint's
+
+
+def build_model(cfg: DictConfig) -> QuartzNetModel:
+    """cfg.model, or with `init_from.use_checkpoint_config` the checkpoint's own architecture (its
+    labels, mel variant, ...) with cfg.model's optim and spec_augment; then init_from, new head, freezing."""
+    cls = model_class(cfg.model)
+    init = cfg.get("init_from")
+    if init and init.get("use_checkpoint_config"):
+        config, _ = load_checkpoint(init.path)
+        for section in TRAINING_SECTIONS:
+            if cfg.model.get(section) is not None:
+                config[section] = OmegaConf.to_container(cfg.model[section], resolve=True)
+        model = cls(config)
+    else:
+        model = cls(cfg.model)
+    if init:
+        initialize_from(model, init.path, init.get("include"), init.get("exclude"))
+    if cfg.get("change_vocabulary"):
+        if not isinstance(model, CTCModel):
+            raise ValueError("change_vocabulary applies to CTC models; use change_labels for classifiers")
+        model.change_vocabulary(list(cfg.change_vocabulary))
+    if cfg.get("change_labels"):
+        if not isinstance(model, ClassificationModel):
+            raise ValueError("change_labels applies to classification models; use change_vocabulary for CTC")
+        model.change_labels(list(cfg.change_labels))
+    if cfg.get("freeze_encoder"):
+        model.freeze_encoder()
+    if cfg.get("freeze_batchnorm"):
+        model.freeze_batchnorm()
+    return model
+
+
+def resume_path(cfg: DictConfig) -> str | None:
+    """`resume: last` -> the run folder's last.ckpt when it exists (a fresh start otherwise)."""
+    if not cfg.get("resume"):
+        return None
+    if cfg.resume == "last":
+        last = Path(cfg.paths.run_dir) / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            log.warning("resume=last: %s does not exist yet; starting from scratch", last)
+            return None
+        return str(last)
+    if not Path(cfg.resume).is_file():
+        raise FileNotFoundError(f"resume={cfg.resume}: no such checkpoint")
+    return str(cfg.resume)
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    return [hydra.utils.instantiate(item) for item in (group or {}).values() if item is not None and "_target_" in item]
+
+
+def build_trainer(cfg: DictConfig) -> pl.Trainer:
+    return hydra.utils.instantiate(
+        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger")) or False,
+    )
+
+
+def best_checkpoint(trainer: pl.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback else ""
+    return path or None
+
+
+def load_best_weights(model: QuartzNetModel, trainer: pl.Trainer) -> None:
+    best = best_checkpoint(trainer)
+    if best:
+        _, weights = load_checkpoint(best)
+        model.load_state_dict(weights)
+        log.info("best checkpoint: %s", best)
