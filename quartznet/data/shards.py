@@ -1,0 +1,483 @@
+"""WebDataset tar shards: written from any manifest, read with a fixed number of batches per rank.
+
+Layout written by `write_shards` (and `data_prep/make_shards.py`) into one folder:
+- `shard-000000.tar`, ... (or `bucket00-shard-000000.tar`, ... when split into duration buckets):
+  per utterance `<key>.<flac|wav|ogg|...>` (the audio file's bytes as stored) and `<key>.json`
+  (`text` or `label`, `duration`, `audio_filepath` of the source);
+- `index.json`: the shards with their utterance counts, durations and buckets, the text characters
+  or label counts, and what was skipped while writing. Readers take their total counts from it.
+
+`ShardDataset` reads shards (local paths, brace patterns such as `shard-{000000..000009}.tar`, or any
+URL webdataset opens, `pipe:curl -s ...` included), spreads them over ranks and DataLoader workers,
+shuffles through a buffer and yields ready batches. Each (rank, worker) stream yields the same,
+fixed number of full batches every epoch, computed from the index, so every rank takes the same
+number of steps whatever the shard count (NeMo's tarred datasets hang or skip validation when the
+shard count does not divide the world size). A stream with fewer utterances than its quota wraps
+around its own shards; the repeats are logged at construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import logging
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+import torch
+import webdataset
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
+
+from quartznet.data.audio import AudioError, load_audio
+from quartznet.data.datasets import (
+    ASRBatch,
+    ASRItem,
+    LabelBatch,
+    LabelItem,
+    Skipped,
+    WaveformTransform,
+    check_length,
+    collate_asr,
+    collate_labels,
+)
+from quartznet.data.manifest import ManifestEntry, manifest_paths, read_manifests
+from quartznet.data.sampler import distributed_rank_and_world
+from quartznet.data.text import CharTokenizer
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "index.json"
+INDEX_FORMAT = "quartznet-shards-1"
+PROGRESS_NAME = ".make_shards_progress.json"
+# Extensions stored as they are; soundfile recognises each from its content when reading bytes.
+AUDIO_EXTENSIONS = ("flac", "wav", "ogg", "opus", "mp3")
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+def _sample_key(position: int, path: Path) -> str:
+    # webdataset splits "key.ext" at the first dot of the file name, so keys must not contain dots.
+    return f"{position:08d}-{re.sub(r'[^A-Za-z0-9_-]', '_', path.stem)}"
+
+
+def _audio_sample(entry: ManifestEntry, info: Any) -> tuple[str, bytes, float]:
+    """(extension, bytes, duration) to store for one entry; `info` is its `soundfile.info`."""
+    if entry.offset > 0:
+        # A slice of a longer recording: store only the slice (as float WAV, exactly the samples
+        # load_audio reads) so shards do not carry the whole recording once per segment.
+        audio = load_audio(entry.audio_filepath, info.samplerate, offset=entry.offset, duration=entry.duration)
+        buffer = io.BytesIO()
+        soundfile.write(buffer, audio.numpy(), info.samplerate, format="WAV", subtype="FLOAT")
+        return "wav", buffer.getvalue(), audio.shape[0] / info.samplerate
+    extension = entry.audio_filepath.suffix.lower().lstrip(".")
+    if extension not in AUDIO_EXTENSIONS:
+        extension = info.format.lower()
+    return extension, entry.audio_filepath.read_bytes(), entry.duration
+
+
+def _fingerprint(entries: Sequence[ManifestEntry], options: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    for entry in entries:
+        digest.update(json.dumps([str(entry.audio_filepath), entry.duration, entry.text, entry.label, entry.offset]).encode())
+    return digest.hexdigest()
+
+
+def write_shards(
+    manifest: str | os.PathLike | Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    field: str = "text",
+    shard_size: int = 512,
+    num_buckets: int = 1,
+    shuffle: bool = True,
+    seed: int = 0,
+    min_duration: float | None = None,
+    max_duration: float | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write `manifest`'s utterances into tar shards under `out_dir`; returns the index (also in index.json).
+
+    Shards hold about `shard_size` utterances (evenly split). With `num_buckets` > 1 the utterances
+    are first sorted into that many equal-count duration buckets, one shard set each. Utterances are
+    shuffled (from `seed`) before being cut into shards, so a shard mixes speakers. A missing file
+    or one without a readable audio header is skipped and listed in the index's `skipped`; files
+    that are broken further in are found by the reader, which skips and reports them.
+
+    Idempotent and resumable: output is byte-for-byte determined by the manifest and options; a
+    rerun keeps the shards an interrupted run finished and returns at once when all are done.
+    """
+    if shard_size < 1 or num_buckets < 1:
+        raise ValueError(f"shard_size ({shard_size}) and num_buckets ({num_buckets}) must be >= 1")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sources = [str(path) for path in manifest_paths(manifest)]
+    entries = read_manifests(manifest, field=field, min_duration=min_duration, max_duration=max_duration)
+    options = {"sources": sources, "field": field, "shard_size": shard_size, "num_buckets": num_buckets,
+               "shuffle": shuffle, "seed": seed, "min_duration": min_duration, "max_duration": max_duration}
+    fingerprint = _fingerprint(entries, options)
+    index_path = out_dir / INDEX_NAME
+    if index_path.is_file():
+        index = json.loads(index_path.read_text())
+        if index.get("fingerprint") == fingerprint and all((out_dir / s["name"]).is_file() for s in index["shards"]):
+            log.info("%s is up to date", index_path)
+            return index
+
+    usable, skipped = [], []
+    for position, entry in enumerate(tqdm(entries, desc="checking audio", unit="utt", disable=not progress)):
+        try:
+            info = soundfile.info(str(entry.audio_filepath))
+        except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+            reason = "file not found" if not entry.audio_filepath.is_file() else f"unreadable audio header ({error})"
+            skipped.append([str(entry.audio_filepath), reason])
+            continue
+        usable.append((position, entry, info))
+    if not usable:
+        raise ValueError(f"no usable audio in {', '.join(sources)} ({len(skipped)} files skipped, e.g. {skipped[:3]})")
+
+    # Equal-count duration buckets, shortest first; ties keep manifest order, so the split is stable.
+    usable.sort(key=lambda item: item[1].duration)
+    buckets = [list(bucket) for bucket in np.array_split(np.arange(len(usable)), min(num_buckets, len(usable)))]
+    rng = np.random.default_rng(seed)
+    plan = []  # (shard name, bucket, [usable indices])
+    for bucket_id, members in enumerate(buckets):
+        if shuffle:
+            members = [members[i] for i in rng.permutation(len(members))]
+        prefix = f"bucket{bucket_id:02d}-shard" if len(buckets) > 1 else "shard"
+        for shard_id, chunk in enumerate(np.array_split(np.asarray(members), math.ceil(len(members) / shard_size))):
+            plan.append((f"{prefix}-{shard_id:06d}.tar", bucket_id, chunk.tolist()))
+
+    progress_path = out_dir / PROGRESS_NAME
+    done: dict[str, Any] = {}
+    if progress_path.is_file():
+        saved = json.loads(progress_path.read_text())
+        if saved.get("fingerprint") == fingerprint:
+            done = saved["done"]
+    shards = []
+    bar = tqdm(total=len(usable), desc=f"writing {len(plan)} shards", unit="utt", disable=not progress)
+    for name, bucket_id, members in plan:
+        path = out_dir / name
+        if name in done and path.is_file() and path.stat().st_size == done[name]["bytes"]:
+            shards.append(done[name]["record"])
+            bar.update(len(members))
+            continue
+        temporary = path.with_name(f".{name}.tmp")
+        total = 0.0
+        with open(temporary, "wb") as stream, webdataset.TarWriter(stream, encoder=False, mtime=0.0) as tar:
+            for member in members:
+                position, entry, info = usable[member]
+                extension, audio, duration = _audio_sample(entry, info)
+                meta = {field: getattr(entry, field), "duration": duration, "audio_filepath": str(entry.audio_filepath)}
+                tar.write({"__key__": _sample_key(position, entry.audio_filepath), extension: audio,
+                           "json": json.dumps(meta, ensure_ascii=False).encode()})
+                total += duration
+                bar.update(1)
+        os.replace(temporary, path)
+        record = {"name": name, "bucket": bucket_id, "count": len(members), "duration": round(total, 3)}
+        shards.append(record)
+        done[name] = {"bytes": path.stat().st_size, "record": record}
+        progress_path.write_text(json.dumps({"fingerprint": fingerprint, "done": done}))
+    bar.close()
+
+    values = Counter()
+    for _, entry, _ in usable:
+        values.update(entry.text if field == "text" else [entry.label])
+    bucket_records = []
+    for bucket_id, members in enumerate(buckets):
+        durations = [usable[m][1].duration for m in members]
+        bucket_records.append({"bucket": bucket_id, "count": len(members), "min_duration": min(durations),
+                               "max_duration": max(durations), "shards": sum(s["bucket"] == bucket_id for s in shards)})
+    index = {
+        "format": INDEX_FORMAT,
+        "fingerprint": fingerprint,
+        "field": field,
+        "count": len(usable),
+        "duration": round(sum(s["duration"] for s in shards), 3),
+        "shards": shards,
+        "buckets": bucket_records,
+        "characters" if field == "text" else "labels": dict(values.most_common()),
+        "skipped": skipped,
+        "options": options,
+    }
+    temporary = index_path.with_name(f".{INDEX_NAME}.tmp")
+    temporary.write_text(json.dumps(index, indent=1, ensure_ascii=False))
+    os.replace(temporary, index_path)
+    progress_path.unlink(missing_ok=True)
+    if skipped:
+        log.warning("%d utterances skipped while writing shards, e.g. %s", len(skipped), skipped[:3])
+    return index
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def shard_name(url: str) -> str:
+    """The shard's file name in a path or URL: 'pipe:curl -s https://h/d/shard-000001.tar' -> 'shard-000001.tar'."""
+    if url.startswith("pipe:"):
+        url = url[len("pipe:"):].split()[-1]
+    return url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def _read_index(index: str | os.PathLike | Mapping[str, Any]) -> tuple[dict[str, Any], Path | None, str]:
+    """(index, its folder or None, a name for messages)."""
+    if isinstance(index, Mapping):
+        return dict(index), None, "the given index"
+    path = Path(index)
+    if path.is_dir():
+        path = path / INDEX_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"shard index not found: {path} (make_shards.py writes it next to the shards)")
+    data = json.loads(path.read_text())
+    if data.get("format") != INDEX_FORMAT:
+        raise ValueError(f"{path}: not a quartznet shard index (format {data.get('format')!r}, expected {INDEX_FORMAT!r})")
+    return data, path.parent, str(path)
+
+
+def _buffer_shuffle(samples: Iterator[Any], size: int, rng: np.random.Generator) -> Iterator[Any]:
+    """Shuffle a stream through a buffer of `size` items (undecoded, so memory is size x file size)."""
+    buffer: list[Any] = []
+    for sample in samples:
+        if len(buffer) < size:
+            buffer.append(sample)
+            continue
+        slot = int(rng.integers(size))
+        yield buffer[slot]
+        buffer[slot] = sample
+    for i in rng.permutation(len(buffer)):
+        yield buffer[i]
+
+
+class ShardDataset(IterableDataset):
+    """Batches from WebDataset shards: ASRBatch when the index holds `text`, LabelBatch for `label`.
+
+    `urls`: a brace pattern ("/data/shard-{000000..000009}.tar"), a list of paths/URLs, or None for
+    every shard in the index (resolved next to it). `index`: index.json (or its folder, or the loaded
+    dict); when None, the index.json beside the first local shard. `bucket` keeps one duration bucket.
+
+    Use with `DataLoader(dataset, batch_size=None, num_workers=dataset.num_workers)` (or
+    `dataset.loader()`): batching happens here, per stream, so the batch count per rank is fixed at
+    `len(dataset)`. `num_workers` must equal the DataLoader's. Call `set_epoch(epoch)` on the main
+    process's dataset before each epoch (e.g. in `on_train_epoch_start`); without it each new
+    iteration advances by itself. `rank`/`world_size` default to torch.distributed or RANK/WORLD_SIZE.
+    """
+
+    def __init__(
+        self,
+        urls: str | Sequence[str] | None,
+        labels: Sequence[str],
+        batch_size: int,
+        index: str | os.PathLike | Mapping[str, Any] | None = None,
+        bucket: int | None = None,
+        sample_rate: int = 16000,
+        shuffle: bool = True,
+        shuffle_buffer: int = 512,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        num_workers: int = 0,
+        min_duration: float | None = None,
+        max_duration: float | None = None,
+        waveform_transform: WaveformTransform | None = None,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(urls, str):
+            urls = webdataset.shardlists.expand_urls(urls)
+        if index is None:
+            if not urls or not Path(urls[0]).is_file():
+                raise ValueError("pass index= (the index.json written with the shards) when shards are URLs or pipes")
+            index = Path(urls[0]).parent / INDEX_NAME
+        self.index, folder, index_name = _read_index(index)
+        records = {shard["name"]: shard for shard in self.index["shards"]}
+        if urls is None:
+            if folder is None:
+                raise ValueError("pass urls= when the index is given as a dict")
+            urls = [str(folder / name) for name in records]
+        shards = []
+        for url in urls:
+            record = records.get(shard_name(url))
+            if record is None:
+                raise ValueError(f"shard {url} is not listed in {index_name}; pass the index written with these shards")
+            if bucket is None or record["bucket"] == bucket:
+                shards.append((url, int(record["count"])))
+        if not any(count for _, count in shards):
+            raise ValueError(f"no utterances in the selected shards of {index_name} (bucket={bucket})")
+        self.shards = shards
+        self.field = self.index["field"]
+        self.labels = list(labels)
+        self._check_vocabulary(index_name)
+        self.batch_size, self.sample_rate = batch_size, sample_rate
+        self.shuffle, self.shuffle_buffer, self.seed = shuffle, shuffle_buffer, seed
+        self.rank, self.world_size = distributed_rank_and_world(rank, world_size)
+        self.num_workers = num_workers
+        self.min_duration, self.max_duration = min_duration, max_duration
+        self.waveform_transform = waveform_transform
+        _, loads = self._streams(0)
+        # Every stream yields this many batches; LPT loads depend only on the sorted unit counts,
+        # so this is the same on every rank and in every epoch.
+        self.batches_per_stream = math.ceil(max(loads) / batch_size)
+        total = sum(count for _, count in shards)
+        repeats = len(loads) * self.batches_per_stream * batch_size - total
+        log.info(
+            "%d shards, %d utterances over %d ranks x %d workers: %d batches of %d per rank per epoch, "
+            "%d utterances repeated to fill them", len(shards), total, self.world_size, self._workers,
+            len(self), batch_size, repeats,
+        )
+        self._next_epoch = 0
+
+    @property
+    def _workers(self) -> int:
+        return max(1, self.num_workers)
+
+    def _check_vocabulary(self, index_name: str) -> None:
+        if self.field == "text":
+            self.tokenizer = CharTokenizer(self.labels)
+            # Report dropped characters once, from the index's character counts, as the map-style
+            # dataset does from the manifest; the workers' own counts never reach the main process.
+            self.dropped_characters = Counter(
+                {char: count for char, count in self.index["characters"].items()
+                 if not char.isspace() and not self.tokenizer.normalize(char)}
+            )
+            self.tokenizer.dropped.clear()
+            if self.dropped_characters:
+                total = sum(self.dropped_characters.values())
+                log.warning("%s: %d characters outside the alphabet dropped: %s",
+                            index_name, total, dict(self.dropped_characters.most_common()))
+        else:
+            unknown = sorted(set(self.index["labels"]) - set(self.labels))
+            if unknown:
+                raise ValueError(f"{index_name}: labels {unknown} are not among the model's labels {self.labels}")
+            self.label_index = {label: i for i, label in enumerate(self.labels)}
+
+    def __len__(self) -> int:
+        return self._workers * self.batches_per_stream
+
+    def set_epoch(self, epoch: int) -> None:
+        self._next_epoch = epoch
+
+    def loader(self, **kwargs: Any) -> DataLoader:
+        """A DataLoader over this dataset with the matching worker count (kwargs: pin_memory, ...)."""
+        # Persistent workers keep their dataset copy, whose epoch then advances per iteration.
+        kwargs.setdefault("persistent_workers", self.num_workers > 0)
+        return DataLoader(self, batch_size=None, num_workers=self.num_workers, **kwargs)
+
+    def _streams(self, epoch: int) -> tuple[list[list[tuple[str, int, int]]], list[int]]:
+        """Shard parts of each (rank, worker) stream, and their utterance counts; stream = rank * workers + worker.
+
+        With fewer shards than streams each shard is read as `parts` interleaved parts (every
+        parts-th sample), so no stream is empty. Parts go, largest first, to the stream with the
+        fewest utterances so far (LPT), which keeps streams within one part of each other.
+        """
+        streams = self.world_size * self._workers
+        parts = max(1, math.ceil(streams / len(self.shards)))
+        units = [(url, part, parts, len(range(part, count, parts)))
+                 for url, count in self.shards for part in range(parts)]
+        units = [unit for unit in units if unit[3] > 0]
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.shuffle:
+            units = [units[i] for i in rng.permutation(len(units))]
+        units.sort(key=lambda unit: -unit[3])  # stable: equal counts keep the shuffled order
+        plan: list[list[tuple[str, int, int]]] = [[] for _ in range(streams)]
+        loads = [0] * streams
+        for url, part, parts, count in units:
+            target = loads.index(min(loads))
+            plan[target].append((url, part, parts))
+            loads[target] += count
+        if self.shuffle:
+            order = rng.permutation(streams)
+            plan, loads = [plan[i] for i in order], [loads[i] for i in order]
+        # Fewer utterances than streams: an empty stream reads everything (tiny data sets only).
+        everything = [(url, part, parts) for url, part, parts, _ in units]
+        return [units_ or everything for units_ in plan], loads
+
+    def _read(self, url: str, part: int, parts: int, errors: list[tuple[str, str]]) -> Iterator[tuple[str, dict]]:
+        def on_error(error: Exception) -> bool:
+            # A missing or corrupt shard is reported like a bad file and the stream goes on.
+            errors.append((url, f"unreadable shard ({type(error).__name__}: {error.args[0] if error.args else ''})"))
+            return True
+
+        samples = webdataset.tariterators.tarfile_samples([{"url": url}], handler=on_error)
+        for position, sample in enumerate(samples):
+            if position % parts == part:
+                yield url, sample
+
+    def _cycle(self, units: list[tuple[str, int, int]], rng: np.random.Generator,
+               errors: list[tuple[str, str]]) -> Iterator[tuple[str, dict]]:
+        """The stream's samples, pass after pass (the caller takes exactly what the quota needs)."""
+        while True:
+            order = rng.permutation(len(units)) if self.shuffle else range(len(units))
+            count = 0
+            for i in order:
+                for sample in self._read(*units[i], errors):
+                    count += 1
+                    yield sample
+            if count == 0:
+                raise RuntimeError(f"shards {[unit[0] for unit in units]} gave no samples: {errors[:3]}")
+
+    def _decode(self, url: str, sample: dict) -> ASRItem | LabelItem | Skipped:
+        name = f"{url}#{sample['__key__']}"
+        try:
+            meta = json.loads(sample["json"])
+            value, duration = meta[self.field], float(meta["duration"])
+        except (KeyError, ValueError, TypeError) as error:
+            return Skipped(name, f"missing or invalid json metadata ({error})")
+        if (self.min_duration is not None and duration < self.min_duration) or (
+            self.max_duration is not None and duration > self.max_duration
+        ):
+            return Skipped(name, f"duration outside [{self.min_duration}, {self.max_duration}] s ({duration:.2f} s)")
+        audio_key = next((key for key in AUDIO_EXTENSIONS if key in sample), None)
+        if audio_key is None:
+            return Skipped(name, "no audio in the shard sample")
+        if self.field == "text":
+            tokens = self.tokenizer.encode(value)
+            if not tokens:
+                return Skipped(name, "empty transcript after dropping unknown characters")
+        elif value not in self.label_index:
+            return Skipped(name, f"label {value!r} is not among the model's labels")
+        try:
+            audio = load_audio(sample[audio_key], self.sample_rate, name=name)
+            check_length(audio, self.sample_rate, duration, name)
+        except AudioError as error:
+            return Skipped(error.path, error.reason)
+        if self.waveform_transform is not None:
+            audio = self.waveform_transform(audio)
+        if self.field == "text":
+            return ASRItem(audio, torch.tensor(tokens, dtype=torch.long))
+        return LabelItem(audio, self.label_index[value])
+
+    def __iter__(self) -> Iterator[ASRBatch | LabelBatch]:
+        epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        if workers != self._workers:
+            raise ValueError(
+                f"ShardDataset was built with num_workers={self.num_workers} but runs in a DataLoader with "
+                f"{workers} workers; pass the same number to both (or use dataset.loader())"
+            )
+        stream = self.rank * workers + worker
+        plan, _ = self._streams(epoch)
+        rng = np.random.default_rng([self.seed, epoch, stream])
+        errors: list[tuple[str, str]] = []
+        samples = itertools.islice(self._cycle(plan[stream], rng, errors), self.batches_per_stream * self.batch_size)
+        if self.shuffle:
+            samples = _buffer_shuffle(samples, self.shuffle_buffer, rng)
+        collate = collate_asr if self.field == "text" else collate_labels
+        items = []
+        for url, sample in samples:
+            items.append(self._decode(url, sample))
+            if len(items) == self.batch_size:
+                batch = collate(items)
+                batch.skipped.extend(errors)
+                errors.clear()
+                items = []
+                yield batch

@@ -1,0 +1,221 @@
+"""WebDataset shards: writing, round trip across simulated ranks and real DataLoader workers, fixed
+batch counts per rank, pipes and brace patterns, buckets, bad samples and resumable writing."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from data_prep import make_shards
+from quartznet.data import shards as shards_module
+from quartznet.data.audio import load_audio
+from quartznet.data.datasets import SkipReport
+from quartznet.data.shards import INDEX_NAME, ShardDataset, shard_name, write_shards
+from quartznet.heads import LABELS
+
+RATE = 16000
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+
+
+def corpus(folder: Path, count: int, field: str = "text") -> Path:
+    """`count` distinct utterances (FLAC and WAV, 0.1-0.4 s) and their manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(count):
+        seconds = 0.1 + 0.3 * i / count
+        wave = (0.1 * np.random.default_rng(i).standard_normal(int(seconds * RATE))).astype(np.float32)
+        name = f"utt{i:03d}.{'flac' if i % 2 else 'wav'}"
+        soundfile.write(folder / name, wave, RATE)
+        value = f"{WORDS[i % 8]} {WORDS[i // 8]}" if field == "text" else WORDS[i % 3]
+        rows.append({"audio_filepath": name, "duration": len(wave) / RATE, field: value})
+    manifest = folder / "manifest.json"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return manifest
+
+
+def texts_of(batch) -> list[str]:
+    return ["".join(LABELS[t] for t in batch.tokens[row, : batch.tokens_len[row]]) for row in range(batch.size)]
+
+
+def epoch_over_ranks(world: int, epoch: int = 0, **kwargs) -> dict[int, list]:
+    """Each simulated rank's batches for one epoch, read through a real DataLoader."""
+    out = {}
+    for rank in range(world):
+        dataset = ShardDataset(rank=rank, world_size=world, **kwargs)
+        dataset.set_epoch(epoch)
+        out[rank] = list(dataset.loader())
+        assert len(out[rank]) == len(dataset)
+    return out
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("shards")
+    manifest = corpus(root / "audio", 24)
+    index = write_shards(manifest, root / "out", shard_size=6, progress=False)
+    return {"manifest": manifest, "out": root / "out", "index": index}
+
+
+def test_round_trip_every_utterance_once_per_epoch_over_2_ranks_x_2_workers(written):
+    assert [s["count"] for s in written["index"]["shards"]] == [6, 6, 6, 6] and written["index"]["count"] == 24
+    rows = [json.loads(line) for line in written["manifest"].read_text().splitlines()]
+    expected = {row["text"]: load_audio(written["manifest"].parent / row["audio_filepath"]) for row in rows}
+    orders = []
+    for epoch in range(2):
+        per_rank = epoch_over_ranks(2, epoch, urls=None, labels=LABELS, batch_size=3, index=written["out"], num_workers=2)
+        assert [len(batches) for batches in per_rank.values()] == [4, 4]
+        seen = []
+        for batches in per_rank.values():
+            for batch in batches:
+                assert not batch.skipped and batch.size == 3
+                for row, text in enumerate(texts_of(batch)):
+                    seen.append(text)
+                    torch.testing.assert_close(batch.audio[row, : batch.audio_len[row]], expected[text], rtol=0, atol=0)
+        assert sorted(seen) == sorted(expected)  # each exactly once
+        orders.append(seen)
+    assert orders[0] != orders[1]  # reshuffled per epoch
+
+
+def test_shards_store_the_audio_bytes_as_they_are(written):
+    audio_dir = written["manifest"].parent
+    stored = {}
+    for shard in written["index"]["shards"]:
+        with tarfile.open(written["out"] / shard["name"]) as tar:
+            for member in tar.getmembers():
+                stored[member.name] = tar.extractfile(member).read()
+    metas = {name: json.loads(data) for name, data in stored.items() if name.endswith(".json")}
+    assert len(metas) == 24
+    for name, meta in metas.items():
+        source = Path(meta["audio_filepath"])
+        audio_name = name[: -len("json")] + source.suffix.lstrip(".")
+        assert stored[audio_name] == (audio_dir / source.name).read_bytes()
+
+
+def test_three_shards_over_two_ranks_give_equal_batch_counts(tmp_path):
+    manifest = corpus(tmp_path / "audio", 24)
+    write_shards(manifest, tmp_path / "out", shard_size=8, progress=False)  # 3 shards of 8
+    for workers in (0, 2):
+        per_rank = epoch_over_ranks(2, urls=None, labels=LABELS, batch_size=4, index=tmp_path / "out", num_workers=workers)
+        counts = [len(batches) for batches in per_rank.values()]
+        assert counts[0] == counts[1] == 4  # 16 vs 8 utterances per rank: both take 16 / 4 batches
+        seen = Counter(text for batches in per_rank.values() for batch in batches for text in texts_of(batch))
+        assert len(seen) == 24  # nothing lost; the rank with fewer utterances repeats some
+        assert sum(seen.values()) == 2 * counts[0] * 4
+
+
+def test_pipe_urls_and_brace_patterns(written):
+    pattern = f"pipe:cat {written['out']}/shard-{{000000..000003}}.tar"
+    dataset = ShardDataset(pattern, LABELS, batch_size=4, index=written["out"] / INDEX_NAME, shuffle=False)
+    assert len(dataset.shards) == 4 and shard_name(dataset.shards[2][0]) == "shard-000002.tar"
+    texts = [text for batch in dataset for text in texts_of(batch)]
+    assert len(texts) == len(set(texts)) == 24
+    local = ShardDataset(f"{written['out']}/shard-{{000000..000001}}.tar", LABELS, batch_size=4)  # index found beside
+    assert len(local) == 3
+    with pytest.raises(ValueError, match="pass index="):
+        ShardDataset(pattern, LABELS, batch_size=4)
+
+
+def test_bad_samples_and_a_corrupt_shard_are_skipped_and_reported(tmp_path):
+    manifest = corpus(tmp_path / "audio", 12)
+    audio = tmp_path / "audio"
+    full = audio / "utt001.flac"
+    (audio / "truncated.flac").write_bytes(full.read_bytes()[: len(full.read_bytes()) // 2])
+    (audio / "garbage.wav").write_bytes(b"RIFF not really a wave file" * 10)
+    extra = [
+        {"audio_filepath": "truncated.flac", "duration": 0.2, "text": "truncated"},
+        {"audio_filepath": "garbage.wav", "duration": 0.2, "text": "garbage"},
+        {"audio_filepath": "missing.wav", "duration": 0.2, "text": "missing"},
+        {"audio_filepath": "utt002.wav", "duration": 0.2, "text": "?!"},
+    ]
+    with open(manifest, "a") as out:
+        out.writelines(json.dumps(row) + "\n" for row in extra)
+    index = write_shards(manifest, tmp_path / "out", shard_size=7, progress=False, shuffle=False)
+    assert sorted(Path(path).name for path, _ in index["skipped"]) == ["garbage.wav", "missing.wav"]
+    assert index["count"] == 14 and index["characters"]["?"] == 1
+
+    dataset = ShardDataset(None, LABELS, batch_size=7, index=tmp_path / "out", shuffle=False)
+    report, texts = SkipReport(), []
+    for batch in dataset:
+        report.add(batch.skipped)
+        texts += texts_of(batch)
+    assert len(texts) == 12 and report.count == 2
+    assert set(report.by_reason) == {"unreadable audio", "empty transcript after dropping unknown characters"}
+
+    # A shard cut in the middle: its readable samples arrive, the error is reported, the count holds.
+    shard = tmp_path / "out" / "shard-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:9000])
+    report.reset()
+    batches = list(dataset)
+    assert len(batches) == len(dataset) == 2
+    for batch in batches:
+        report.add(batch.skipped)
+    assert any(reason.startswith("unreadable shard") for _, reason in report.examples)
+
+
+def test_duration_buckets_and_classification(tmp_path):
+    manifest = corpus(tmp_path / "audio", 20, field="label")
+    index = write_shards(manifest, tmp_path / "out", field="label", shard_size=4, num_buckets=2, progress=False)
+    low, high = index["buckets"]
+    assert low["count"] == high["count"] == 10 and low["max_duration"] < high["min_duration"]
+    assert {shard["name"].split("-")[0] for shard in index["shards"]} == {"bucket00", "bucket01"}
+    assert index["labels"] == {"alpha": 7, "bravo": 7, "charlie": 6}
+
+    labels = ["charlie", "bravo", "alpha"]
+    dataset = ShardDataset(None, labels, batch_size=5, index=tmp_path / "out", bucket=1)
+    batches = list(dataset)
+    assert len(batches) == 2 and all(batch.labels.shape == (5,) for batch in batches)
+    assert min(int(batch.audio_len.min()) for batch in batches) >= high["min_duration"] * RATE - 1
+    with pytest.raises(ValueError, match=r"labels \['charlie'\] are not among the model's labels"):
+        ShardDataset(None, ["alpha", "bravo"], batch_size=5, index=tmp_path / "out")
+
+
+def test_worker_count_must_match_the_dataloader(written):
+    dataset = ShardDataset(None, LABELS, batch_size=4, index=written["out"], num_workers=0)
+    with pytest.raises(ValueError, match="num_workers=0 but runs in a DataLoader with 2 workers"):
+        list(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2))
+
+
+def test_writing_is_deterministic_and_resumes(tmp_path, monkeypatch):
+    manifest = corpus(tmp_path / "audio", 12)
+    clean = write_shards(manifest, tmp_path / "clean", shard_size=3, progress=False)
+
+    calls = {"n": 0}
+    original = shards_module._audio_sample
+
+    def failing(entry, info):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt  # interrupted while writing the third shard
+        return original(entry, info)
+
+    monkeypatch.setattr(shards_module, "_audio_sample", failing)
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(manifest, tmp_path / "resumed", shard_size=3, progress=False)
+    monkeypatch.setattr(shards_module, "_audio_sample", original)
+    finished = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "resumed").glob("shard-*.tar")}
+    assert len(finished) == 2 and not (tmp_path / "resumed" / INDEX_NAME).exists()
+
+    resumed = write_shards(manifest, tmp_path / "resumed", shard_size=3, progress=False)
+    assert {n: (tmp_path / "resumed" / n).stat().st_mtime_ns for n in finished} == finished  # kept, not rewritten
+    assert resumed["shards"] == clean["shards"]
+    for shard in clean["shards"]:
+        assert (tmp_path / "resumed" / shard["name"]).read_bytes() == (tmp_path / "clean" / shard["name"]).read_bytes()
+    assert write_shards(manifest, tmp_path / "resumed", shard_size=3, progress=False) == resumed  # up to date
+
+
+def test_cli(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        make_shards.main(["--help"])
+    assert exit_info.value.code == 0 and "--num-buckets" in capsys.readouterr().out
+    manifest = corpus(tmp_path / "audio", 6)
+    assert make_shards.main(["--manifest", str(manifest), "--out", str(tmp_path / "out"), "--shard-size", "4", "--quiet"]) == 0
+    assert "6 utterances" in capsys.readouterr().out
+    assert make_shards.main(["--manifest", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x")]) == 1
+    assert "manifest not found" in capsys.readouterr().err
