@@ -7,6 +7,7 @@ import json
 import tarfile
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -176,15 +177,33 @@ def test_duration_buckets_and_classification(tmp_path):
         ShardDataset(None, ["alpha", "bravo"], batch_size=5, index=tmp_path / "out")
 
 
-def test_worker_count_must_match_the_dataloader(written):
+def test_sort_window_batches_similar_durations(tmp_path):
+    manifest = corpus(tmp_path / "audio", 64)
+    write_shards(manifest, tmp_path / "out", shard_size=16, progress=False)
+
+    def padding(sort_window: int) -> float:
+        dataset = ShardDataset(None, LABELS, batch_size=4, index=tmp_path / "out", sort_window=sort_window, seed=1)
+        batches = list(dataset)
+        assert len(batches) == 16
+        return sum(b.size * b.audio_len.max() - b.audio_len.sum() for b in batches) / sum(b.size * b.audio_len.max() for b in batches)
+
+    assert padding(8) < 0.1 < 0.2 < padding(0)
+
+
+def test_worker_count_must_match_the_dataloader(written, monkeypatch):
     dataset = ShardDataset(None, LABELS, batch_size=4, index=written["out"], num_workers=0)
+    # As seen from inside worker 0 of a 2-worker DataLoader (a real one takes 10 s to shut down after the error).
+    monkeypatch.setattr(shards_module, "get_worker_info", lambda: SimpleNamespace(num_workers=2, id=0))
     with pytest.raises(ValueError, match="num_workers=0 but runs in a DataLoader with 2 workers"):
-        list(torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2))
+        next(iter(dataset))
 
 
 def test_writing_is_deterministic_and_resumes(tmp_path, monkeypatch):
     manifest = corpus(tmp_path / "audio", 12)
     clean = write_shards(manifest, tmp_path / "clean", shard_size=3, progress=False)
+
+    class Interrupted(Exception):
+        pass
 
     calls = {"n": 0}
     original = shards_module._audio_sample
@@ -192,11 +211,11 @@ def test_writing_is_deterministic_and_resumes(tmp_path, monkeypatch):
     def failing(entry, info):
         calls["n"] += 1
         if calls["n"] == 8:
-            raise KeyboardInterrupt  # interrupted while writing the third shard
+            raise Interrupted  # as if killed while writing the third shard
         return original(entry, info)
 
     monkeypatch.setattr(shards_module, "_audio_sample", failing)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         write_shards(manifest, tmp_path / "resumed", shard_size=3, progress=False)
     monkeypatch.setattr(shards_module, "_audio_sample", original)
     finished = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "resumed").glob("shard-*.tar")}

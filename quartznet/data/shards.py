@@ -262,6 +262,9 @@ class ShardDataset(IterableDataset):
     `urls`: a brace pattern ("/data/shard-{000000..000009}.tar"), a list of paths/URLs, or None for
     every shard in the index (resolved next to it). `index`: index.json (or its folder, or the loaded
     dict); when None, the index.json beside the first local shard. `bucket` keeps one duration bucket.
+    `sort_window`: after the shuffle buffer, every `sort_window` batches' worth of utterances are
+    sorted by duration, cut into batches and those batches emitted in random order: bucketing on
+    the fly, which cuts padding as DurationBucketSampler does (0 turns it off).
 
     Use with `DataLoader(dataset, batch_size=None, num_workers=dataset.num_workers)` (or
     `dataset.loader()`): batching happens here, per stream, so the batch count per rank is fixed at
@@ -280,6 +283,7 @@ class ShardDataset(IterableDataset):
         sample_rate: int = 16000,
         shuffle: bool = True,
         shuffle_buffer: int = 512,
+        sort_window: int = 16,
         seed: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
@@ -317,7 +321,7 @@ class ShardDataset(IterableDataset):
         self.labels = list(labels)
         self._check_vocabulary(index_name)
         self.batch_size, self.sample_rate = batch_size, sample_rate
-        self.shuffle, self.shuffle_buffer, self.seed = shuffle, shuffle_buffer, seed
+        self.shuffle, self.shuffle_buffer, self.sort_window, self.seed = shuffle, shuffle_buffer, sort_window, seed
         self.rank, self.world_size = distributed_rank_and_world(rank, world_size)
         self.num_workers = num_workers
         self.min_duration, self.max_duration = min_duration, max_duration
@@ -424,6 +428,22 @@ class ShardDataset(IterableDataset):
             if count == 0:
                 raise RuntimeError(f"shards {[unit[0] for unit in units]} gave no samples: {errors[:3]}")
 
+    def _sorted_windows(self, samples: Iterator[tuple[str, dict]], rng: np.random.Generator) -> Iterator[tuple[str, dict]]:
+        """Samples regrouped so that each consecutive `batch_size` run has similar durations."""
+        def duration(item: tuple[str, dict]) -> float:
+            try:
+                return float(json.loads(item[1]["json"])["duration"])
+            except (KeyError, ValueError, TypeError):
+                return 0.0  # _decode reports the bad metadata
+
+        # The stream length is a multiple of batch_size, so every window is too and batches stay aligned.
+        window_size = self.sort_window * self.batch_size
+        while window := list(itertools.islice(samples, window_size)):
+            window.sort(key=duration)
+            batches = [window[start : start + self.batch_size] for start in range(0, len(window), self.batch_size)]
+            for i in rng.permutation(len(batches)) if self.shuffle else range(len(batches)):
+                yield from batches[i]
+
     def _decode(self, url: str, sample: dict) -> ASRItem | LabelItem | Skipped:
         name = f"{url}#{sample['__key__']}"
         try:
@@ -471,6 +491,8 @@ class ShardDataset(IterableDataset):
         samples = itertools.islice(self._cycle(plan[stream], rng, errors), self.batches_per_stream * self.batch_size)
         if self.shuffle:
             samples = _buffer_shuffle(samples, self.shuffle_buffer, rng)
+        if self.sort_window > 0:
+            samples = self._sorted_windows(iter(samples), rng)
         collate = collate_asr if self.field == "text" else collate_labels
         items = []
         for url, sample in samples:
