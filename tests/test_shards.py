@@ -160,6 +160,22 @@ def test_bad_samples_and_a_corrupt_shard_are_skipped_and_reported(tmp_path):
     assert any(reason.startswith("unreadable shard") for _, reason in report.examples)
 
 
+def test_sliced_entries_store_only_their_slice(tmp_path):
+    wave = (0.1 * np.random.default_rng(0).standard_normal(2 * RATE)).astype(np.float32)
+    soundfile.write(tmp_path / "long.flac", wave, RATE)
+    rows = [{"audio_filepath": "long.flac", "offset": 0.5, "duration": 0.25, "text": "first slice"},
+            {"audio_filepath": "long.flac", "offset": 1.5, "duration": 0.5, "text": "last slice"},
+            {"audio_filepath": "long.flac", "offset": 3.0, "duration": 0.5, "text": "past the end"}]
+    (tmp_path / "m.json").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    index = write_shards(tmp_path / "m.json", tmp_path / "out", progress=False)
+    assert index["count"] == 2 and index["skipped"][0][1].startswith("offset 3.0 s is past the end")
+    batch = next(iter(ShardDataset(None, LABELS, batch_size=2, index=tmp_path / "out", shuffle=False, sort_window=0)))
+    for row, text in enumerate(texts_of(batch)):
+        offset, duration = (0.5, 0.25) if text == "first slice" else (1.5, 0.5)
+        expected = load_audio(tmp_path / "long.flac", offset=offset, duration=duration)
+        torch.testing.assert_close(batch.audio[row, : batch.audio_len[row]], expected, rtol=0, atol=0)
+
+
 def test_duration_buckets_and_classification(tmp_path):
     manifest = corpus(tmp_path / "audio", 20, field="label")
     index = write_shards(manifest, tmp_path / "out", field="label", shard_size=4, num_buckets=2, progress=False)

@@ -93,6 +93,29 @@ def _fingerprint(entries: Sequence[ManifestEntry], options: Mapping[str, Any]) -
     return digest.hexdigest()
 
 
+def _write_shard(path: Path, members: list[tuple[int, ManifestEntry, Any]], field: str, bucket: int) -> dict[str, Any]:
+    """Write one shard atomically; returns its index record, byte size, text/label counts and skipped entries."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    total, count, values, skipped = 0.0, 0, Counter(), []
+    with open(temporary, "wb") as stream, webdataset.TarWriter(stream, encoder=False, mtime=0.0) as tar:
+        for position, entry, info in members:
+            try:
+                extension, audio, duration = _audio_sample(entry, info)
+            except AudioError as error:  # a slice that cannot be cut (past the end, broken file)
+                skipped.append([error.path, error.reason])
+                continue
+            value = getattr(entry, field)
+            meta = {field: value, "duration": duration, "audio_filepath": str(entry.audio_filepath)}
+            tar.write({"__key__": _sample_key(position, entry.audio_filepath), extension: audio,
+                       "json": json.dumps(meta, ensure_ascii=False).encode()})
+            total += duration
+            count += 1
+            values.update(value if field == "text" else [value])
+    os.replace(temporary, path)
+    record = {"name": path.name, "bucket": bucket, "count": count, "duration": round(total, 3)}
+    return {"record": record, "bytes": path.stat().st_size, "values": values, "skipped": skipped}
+
+
 def write_shards(
     manifest: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -166,41 +189,28 @@ def write_shards(
     bar = tqdm(total=len(usable), desc=f"writing {len(plan)} shards", unit="utt", disable=not progress)
     for name, bucket_id, members in plan:
         path = out_dir / name
-        if name in done and path.is_file() and path.stat().st_size == done[name]["bytes"]:
-            shards.append(done[name]["record"])
-            bar.update(len(members))
-            continue
-        temporary = path.with_name(f".{name}.tmp")
-        total = 0.0
-        with open(temporary, "wb") as stream, webdataset.TarWriter(stream, encoder=False, mtime=0.0) as tar:
-            for member in members:
-                position, entry, info = usable[member]
-                extension, audio, duration = _audio_sample(entry, info)
-                meta = {field: getattr(entry, field), "duration": duration, "audio_filepath": str(entry.audio_filepath)}
-                tar.write({"__key__": _sample_key(position, entry.audio_filepath), extension: audio,
-                           "json": json.dumps(meta, ensure_ascii=False).encode()})
-                total += duration
-                bar.update(1)
-        os.replace(temporary, path)
-        record = {"name": name, "bucket": bucket_id, "count": len(members), "duration": round(total, 3)}
-        shards.append(record)
-        done[name] = {"bytes": path.stat().st_size, "record": record}
-        progress_path.write_text(json.dumps({"fingerprint": fingerprint, "done": done}))
+        if not (name in done and path.is_file() and path.stat().st_size == done[name]["bytes"]):
+            done[name] = _write_shard(path, [usable[member] for member in members], field, bucket_id)
+            progress_path.write_text(json.dumps({"fingerprint": fingerprint, "done": done}))
+        shards.append(done[name]["record"])
+        bar.update(len(members))
     bar.close()
 
-    values = Counter()
-    for _, entry, _ in usable:
-        values.update(entry.text if field == "text" else [entry.label])
+    values: Counter[str] = Counter()
+    for name, _, _ in plan:
+        values.update(done[name]["values"])
+        skipped.extend(done[name]["skipped"])
     bucket_records = []
     for bucket_id, members in enumerate(buckets):
         durations = [usable[m][1].duration for m in members]
-        bucket_records.append({"bucket": bucket_id, "count": len(members), "min_duration": min(durations),
-                               "max_duration": max(durations), "shards": sum(s["bucket"] == bucket_id for s in shards)})
+        bucket_records.append({"bucket": bucket_id, "count": sum(s["count"] for s in shards if s["bucket"] == bucket_id),
+                               "min_duration": min(durations), "max_duration": max(durations),
+                               "shards": sum(s["bucket"] == bucket_id for s in shards)})
     index = {
         "format": INDEX_FORMAT,
         "fingerprint": fingerprint,
         "field": field,
-        "count": len(usable),
+        "count": sum(s["count"] for s in shards),
         "duration": round(sum(s["duration"] for s in shards), 3),
         "shards": shards,
         "buckets": bucket_records,
