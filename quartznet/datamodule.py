@@ -8,6 +8,7 @@ repeats, so corpus-level metrics count every utterance exactly once.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,14 +23,19 @@ from quartznet.data.sampler import DurationBucketSampler, distributed_rank_and_w
 
 log = logging.getLogger(__name__)
 
+# Lightning warns that a map-style loader cannot resume mid-epoch; ours does, through state_dict below.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+
 TASKS = ("asr", "classification")
 
 
 def evaluation_batches(durations: Sequence[float], batch_size: int, rank: int, world: int) -> list[list[int]]:
-    """Batches of similar duration (little padding), dealt round-robin to ranks; every index once."""
+    """This rank's evaluation batches: utterances dealt round-robin in duration order (similar lengths
+    per batch, near-equal work per rank), each exactly once over all ranks. Lightning needs at least one
+    batch per rank, so a set smaller than the world repeats one utterance on the ranks left empty."""
     order = np.argsort(np.asarray(durations), kind="stable")
-    batches = [order[start : start + batch_size].tolist() for start in range(0, len(order), batch_size)]
-    return batches[rank::world]
+    mine = order[rank::world].tolist() or [int(order[rank % len(order)])]
+    return [mine[start : start + batch_size] for start in range(0, len(mine), batch_size)]
 
 
 def manifest_name(manifests: str | Sequence[str]) -> str:
@@ -134,7 +140,9 @@ class SpeechDataModule(pl.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         if self.train_sampler is None or self.trainer is None:
             return {}
-        consumed = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        # Checkpoints are written in on_train_batch_end, after the batch is processed but before
+        # Lightning counts it completed: `processed` is what the weights have seen.
+        consumed = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
         return {"train_sampler": self.train_sampler.state_dict(consumed_batches=consumed)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -78,7 +78,7 @@ def polynomial_hold_decay(
 
 # Keys NeMo writes into `optim.sched` that do not change a per-step schedule.
 INERT_SCHEDULE_KEYS = ("last_epoch", "monitor", "reduce_on_plateau", "t_max_epochs", "t_accumulate_grad_batches",
-                       "t_limit_train_batches", "t_num_workers", "max_steps")
+                       "t_limit_train_batches", "t_num_workers")
 
 SCHEDULES = {
     "CosineAnnealing": cosine_annealing,

@@ -7,16 +7,27 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NEMO_CTC = FIXTURES / "qn_small_ctc.nemo"
 
 
-def model_config(name: str) -> dict:
-    """A conf/model/*.yaml as a resolved plain dict."""
-    return OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml"), resolve=True)
+def compose(overrides: list[str], config_name: str = "train") -> DictConfig:
+    """The config train.py would see for these command-line overrides."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=False)
+
+
+def model_config(name: str, data: str | None = None) -> dict:
+    """conf/model/<name>.yaml as a resolved plain dict; keyword models take their labels from `data`
+    (Speech Commands v1 unless given)."""
+    if data is None:
+        data = "speech_commands_v1" if "ClassificationModel" in (ROOT / "conf" / "model" / f"{name}.yaml").read_text() else "synthetic_asr"
+    return OmegaConf.to_container(compose([f"model={name}", f"data={data}"]).model, resolve=True)
 
 
 def tiny_ctc_config(se: bool = False, variant: str = "current") -> dict:

@@ -11,12 +11,6 @@ from conftest import FIXTURES, model_config, randomize_batchnorm, tiny_classifie
 from quartznet.blocks import JasperBlock, MaskedConv1d, SqueezeExcite, to_frames_layout, valid_mask
 from quartznet.models import ClassificationModel, CTCModel
 
-SPEECH_COMMANDS_V2 = (
-    "visual wow learn backward dog two left happy nine go up bed stop one zero tree seven on four bird "
-    "right eight no six forward house marvin sheila five off three down cat follow yes"
-).split()
-
-
 @pytest.mark.parametrize(
     ("name", "count"),
     [("quartznet_15x5", 18_924_381), ("quartznet_10x5", 12_818_781), ("quartznet_5x5", 6_713_181)],
@@ -26,17 +20,14 @@ def test_quartznet_parameter_counts(name, count):
 
 
 @pytest.mark.parametrize(
-    ("name", "labels", "count"),
-    [("matchboxnet_3x1x64", None, 77_214), ("matchboxnet_3x1x64", SPEECH_COMMANDS_V2, 77_859),
-     ("matchboxnet_3x2x64", None, 92_766)],
+    ("name", "data", "classes", "count"),
+    [("matchboxnet_3x1x64", "speech_commands_v1", 30, 77_214), ("matchboxnet_3x1x64", "speech_commands_v2", 35, 77_859),
+     ("matchboxnet_3x2x64", "speech_commands_v1", 30, 92_766), ("quartznet_3x1", "speech_commands_v1", 30, 77_214)],
 )
-def test_matchboxnet_parameter_counts(name, labels, count):
-    config = model_config(name)
-    if labels:
-        config["labels"] = labels
-    model = ClassificationModel(config)
+def test_keyword_model_parameter_counts(name, data, classes, count):
+    model = ClassificationModel(model_config(name, data=data))
     assert model.num_weights == count
-    assert model.decoder.num_classes == len(config["labels"])
+    assert model.decoder.num_classes == len(model.labels) == classes
 
 
 def test_strided_conv_lengths_are_ceil_half():

@@ -192,7 +192,7 @@ class QuartzNetModel(pl.LightningModule):
         if not schedule:
             return {"optimizer": optimizer}
         schedule = dict(schedule)
-        max_steps = schedule.get("max_steps") or self.trainer.estimated_stepping_batches
+        max_steps = schedule.pop("max_steps", None) or self.trainer.estimated_stepping_batches
         scheduler = build_scheduler(optimizer, schedule.pop("name"), int(max_steps), **schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -229,7 +229,7 @@ class QuartzNetModel(pl.LightningModule):
             report = SkipReport()
             for part in gathered:
                 report.merge(part)
-        self.log("train_skipped", float(report.count), sync_dist=False)
+        self.log("train_skipped", float(report.count), sync_dist=True)  # equal on every rank after the merge
         if report.count and self.trainer.is_global_zero:
             log.warning("epoch %d: %s", self.current_epoch, report.summary())
         self.skip_report.reset()
@@ -257,7 +257,8 @@ class QuartzNetModel(pl.LightningModule):
             suffix = "" if index == 0 else f"_{name}"
             metrics = self.eval_metrics(totals)
             for metric, value in metrics.items():
-                self.log(f"{stage}_{metric}{suffix}", value, prog_bar=index == 0 and metric != "loss", sync_dist=False)
+                # Already summed over ranks: sync_dist only averages equal values (and keeps Lightning quiet).
+                self.log(f"{stage}_{metric}{suffix}", value, prog_bar=index == 0 and metric != "loss", sync_dist=True)
             results[name] = metrics
         return results
 
