@@ -1,0 +1,500 @@
+"""The embedded default data: speech synthesised with espeak-ng, so the project runs end to end offline.
+
+  asr  an ASR corpus in LibriSpeech layout (LibriSpeech/{train,dev,test}/<speaker>/<chapter>/...flac
+       and .trans.txt), then manifests {train,dev,test}.json through data_prep.librispeech.
+       Sentences are random sequences of 2-6 words (--min-words, --max-words) from
+       data_prep/wordlist.txt; every sentence is used once, so dev and test sentences never occur in train.
+  kws  a Speech Commands-like corpus in the official layout (<word>/<speaker>_nohash_<n>.wav, 1 s at
+       16 kHz) with all 35 v2 keywords, a few other words, _background_noise_/ and
+       validation_list.txt / testing_list.txt, then manifests through data_prep.speech_commands
+       (v2_*.json for the 35 words, subset12_*.json for the 12-class task).
+
+A speaker is an espeak-ng English voice (accent) with a voice variant. The variants are split by seed
+into train / dev / test groups, so dev and test speakers are voices the train set never heard. Each
+utterance gets its own speaking rate, pitch, volume and a little white noise, is resampled from
+espeak-ng's 22050 Hz to 16 kHz mono and saved as 16-bit FLAC (asr) or WAV (kws).
+
+Output depends only on the settings, the seed and the espeak-ng version (recorded in <out>/corpus.json):
+the same command gives the same bytes. Work runs on all cores, and a rerun only makes what is missing.
+
+    python -m data_prep.synthetic asr --out data/synthetic_asr
+    python -m data_prep.synthetic kws --out data/synthetic_kws --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio
+
+from data_prep import librispeech, speech_commands
+from data_prep.common import PrepError, progress, run_main
+
+SAMPLE_RATE = 16000
+ESPEAK_RATE = 22050
+WORDLIST = Path(__file__).with_name("wordlist.txt")
+CORPUS_FILE = "corpus.json"
+
+# English voices (accents) of espeak-ng, see `espeak-ng --voices=en`; the mbrola ones need extra packages.
+VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+# Voice variants (`espeak-ng --voices=variant`, by file name) that sound like a person speaking. Left
+# out: the whispers, effect voices (Demonic, announcer), "fast" (a speed test) and "Mr serious" (a
+# space in its file name).
+VARIANTS = (
+    "Alex Alicia Andrea Andy Annie AnxiousAndy Denis Diogo Gene Gene2 Henrique Hugo Jacky Lee Marco Mario Michael "
+    "Mike Nguyen RicishayMax RicishayMax2 RicishayMax3 Storm Tweaky UniRobot adam anika anikaRobot antonio aunty "
+    "belinda benjamin boris caleb croak david ed edward edward2 f1 f2 f3 f4 f5 grandma grandpa gustave iven iven2 "
+    "iven3 iven4 john kaukovalta klatt klatt2 klatt3 klatt4 klatt5 klatt6 linda m1 m2 m3 m4 m5 m6 m7 m8 marcelo "
+    "max michel miguel norbert pablo paul pedro quincy rob robert robosoft robosoft2 robosoft3 robosoft4 robosoft5 "
+    "robosoft6 robosoft7 robosoft8 sandro shelby steph steph2 steph3 travis victor zac"
+).split()
+HELD_OUT_VARIANTS = 10  # variants per held-out group (dev, test); the rest are train voices
+# Words of the kws corpus that are not keywords: the "unknown" class of the 12-class task draws on them too.
+KWS_OTHER_WORDS = ("apple", "water", "paper", "garden", "music", "window", "yellow", "coffee")
+NOISE_SECONDS = 30
+
+
+# --------------------------------------------------------------------------------------------- espeak-ng
+
+
+def espeak_version() -> str:
+    """The installed espeak-ng version; PrepError with the install command when it is missing."""
+    if shutil.which("espeak-ng") is None:
+        raise PrepError(
+            "espeak-ng is not installed (not found on PATH); the synthetic corpora are made with it. Install it with "
+            "`sudo apt-get install espeak-ng` (or `make espeak`) and rerun"
+        )
+    output = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"text-to-speech:\s*(\S+)", output)
+    return match.group(1) if match else output.strip()
+
+
+def available_speakers() -> tuple[list[str], list[str]]:
+    """(voices, variants) of VOICES / VARIANTS that this espeak-ng has: it silently falls back on unknown ones."""
+    voices_listing = subprocess.run(["espeak-ng", "--voices=en"], capture_output=True, text=True, check=True).stdout
+    languages = {line.split()[1] for line in voices_listing.splitlines()[1:] if len(line.split()) > 1}
+    variant_listing = subprocess.run(
+        ["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=True
+    ).stdout
+    files = set(re.findall(r"!v/(\S+)", variant_listing))
+    voices = [voice for voice in VOICES if voice in languages]
+    variants = [variant for variant in VARIANTS if variant in files]
+    if not voices or len(variants) < 2 * HELD_OUT_VARIANTS + 1:
+        raise PrepError(
+            f"espeak-ng lacks the English voices/variants this corpus uses (found {len(voices)} voices, "
+            f"{len(variants)} variants); install a recent espeak-ng (`sudo apt-get install espeak-ng`)"
+        )
+    return voices, variants
+
+
+def speaker_groups(seed: int, voices: Sequence[str], variants: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """(voice, variant) speakers of the train / dev / test groups; the groups share no variant."""
+    shuffled = list(variants)
+    random.Random(f"{seed}-variants").shuffle(shuffled)
+    groups = {
+        "test": shuffled[:HELD_OUT_VARIANTS],
+        "dev": shuffled[HELD_OUT_VARIANTS : 2 * HELD_OUT_VARIANTS],
+        "train": shuffled[2 * HELD_OUT_VARIANTS :],
+    }
+    return {
+        group: [(voice, variant) for variant in sorted(names) for voice in voices] for group, names in groups.items()
+    }
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """Everything that determines one audio file; rendering it is a pure function of these fields."""
+
+    path: str
+    text: str
+    voice: str
+    variant: str
+    rate: int  # words per minute
+    pitch: int  # espeak-ng 0..99
+    peak: float  # peak level after normalisation
+    snr_db: float  # white noise below the speech RMS
+    noise_seed: int
+    clip_offset: float = 0.0  # kws only: where the word starts in its 1 s clip, as a fraction of the free room
+
+
+def synthesise(utterance: Utterance) -> np.ndarray:
+    """espeak-ng's float32 samples at 22050 Hz for the utterance's text, voice, rate and pitch."""
+    voice = f"{utterance.voice}+{utterance.variant}"
+    # Amplitude 50 (of 200) keeps the loud variants from clipping; levels are normalised afterwards.
+    command = ["espeak-ng", "--stdout", "-v", voice, "-s", str(utterance.rate), "-p", str(utterance.pitch), "-a", "50"]
+    command.append(utterance.text)
+    result = subprocess.run(command, capture_output=True, check=False)
+    if result.returncode != 0 or not result.stdout:
+        raise PrepError(
+            f"espeak-ng failed for {utterance.path} ({' '.join(command)}): {result.stderr.decode().strip()}"
+        )
+    samples, rate = soundfile.read(io.BytesIO(result.stdout), dtype="float32")
+    if rate != ESPEAK_RATE:
+        raise PrepError(f"espeak-ng wrote {rate} Hz audio, expected {ESPEAK_RATE} Hz")
+    return samples
+
+
+def finish(samples: np.ndarray, utterance: Utterance) -> np.ndarray:
+    """Resample to 16 kHz and scale to the utterance's peak level."""
+    audio = torchaudio.functional.resample(torch.from_numpy(samples), ESPEAK_RATE, SAMPLE_RATE).numpy()
+    return audio * (utterance.peak / max(float(np.abs(audio).max()), 1e-6))
+
+
+def add_noise(audio: np.ndarray, utterance: Utterance, reference: np.ndarray) -> np.ndarray:
+    """White noise `snr_db` below the RMS of `reference` (the speech), seeded per utterance."""
+    rms = float(np.sqrt(np.mean(reference**2))) if reference.size else 0.0
+    noise = np.random.default_rng(utterance.noise_seed).standard_normal(audio.shape[0]).astype(np.float32)
+    return np.clip(audio + noise * rms * 10 ** (-utterance.snr_db / 20), -1.0, 1.0)
+
+
+def trim_silence(samples: np.ndarray, margin: int = 400) -> np.ndarray:
+    """Cut espeak-ng's leading and trailing silence (below 2% of the peak), keeping `margin` samples."""
+    loud = np.flatnonzero(np.abs(samples) > 0.02 * np.abs(samples).max())
+    if loud.size == 0:
+        return samples
+    return samples[max(loud[0] - margin, 0) : loud[-1] + margin]
+
+
+def write_audio(path: Path, audio: np.ndarray, file_format: str) -> None:
+    """16-bit audio, renamed into place only when complete (a rerun trusts any file it finds)."""
+    partial = path.with_name(path.name + ".partial")
+    soundfile.write(str(partial), audio, SAMPLE_RATE, subtype="PCM_16", format=file_format)
+    partial.replace(path)
+
+
+def render_sentence(utterance: Utterance) -> None:
+    audio = finish(synthesise(utterance), utterance)
+    write_audio(Path(utterance.path), add_noise(audio, utterance, audio), "FLAC")
+
+
+def render_keyword(utterance: Utterance) -> None:
+    """One word placed at the utterance's offset in exactly 1 s of audio.
+
+    A few slow variants overrun 1 s at low rates; they are said faster rather than cut off.
+    """
+    speech = trim_silence(synthesise(utterance))
+    while speech.shape[0] > ESPEAK_RATE and utterance.rate < 450:
+        utterance = replace(utterance, rate=round(utterance.rate * 1.25))
+        speech = trim_silence(synthesise(utterance))
+    word = finish(speech, utterance)[:SAMPLE_RATE]
+    clip = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    start = round(utterance.clip_offset * (SAMPLE_RATE - word.shape[0]))
+    clip[start : start + word.shape[0]] = word
+    write_audio(Path(utterance.path), add_noise(clip, utterance, word), "WAV")
+
+
+def render_all(render: Callable[[Utterance], None], utterances: Sequence[Utterance], jobs: int, desc: str) -> None:
+    """Render the utterances whose file does not exist yet.
+
+    Threads suffice to use every core: the synthesis runs in espeak-ng child processes, and numpy,
+    torch and libsndfile release the GIL; each call depends only on its Utterance, so the order
+    of completion cannot change the output.
+    """
+    missing = [utterance for utterance in utterances if not Path(utterance.path).exists()]
+    for utterance in missing:
+        Path(utterance.path).parent.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        for _ in progress(pool.map(render, missing), total=len(missing), desc=desc, unit="utt"):
+            pass
+
+
+def random_prosody(rng: random.Random, rates: tuple[int, int]) -> dict:
+    return {
+        "rate": rng.randint(*rates),
+        "pitch": rng.randint(20, 80),
+        "peak": round(rng.uniform(0.3, 0.9), 4),
+        "snr_db": round(rng.uniform(20.0, 40.0), 2),
+        "noise_seed": rng.getrandbits(32),
+    }
+
+
+def claim_output(out: Path, description: dict) -> None:
+    """Record the settings in <out>/corpus.json, refusing a folder that holds a corpus made otherwise.
+
+    This is what makes resuming safe: files found on disk were made with exactly these settings.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    record = out / CORPUS_FILE
+    text = json.dumps(description, indent=1, sort_keys=True) + "\n"
+    if record.exists() and record.read_text(encoding="utf-8") != text:
+        raise PrepError(
+            f"{out} holds a corpus made with other settings (or another espeak-ng version), see {record}; "
+            "use a new --out or delete that folder"
+        )
+    partial = record.with_name(record.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(record)
+
+
+# --------------------------------------------------------------------------------------------- ASR corpus
+
+ASR_SPLITS = ("train", "dev", "test")
+CHAPTERS = {"train": 1, "dev": 2, "test": 3}  # one chapter per speaker and split
+
+
+def load_words(path: Path = WORDLIST) -> list[str]:
+    words = [
+        line.strip()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    bad = [word for word in words if not re.fullmatch(r"[a-z']+", word)]
+    if bad or len(set(words)) != len(words):
+        raise PrepError(f"{path}: words must be unique and in lowercase a-z and apostrophe only (bad: {bad[:5]})")
+    return words
+
+
+def unique_sentences(rng: random.Random, words: Sequence[str], count: int, min_words: int, max_words: int) -> list[str]:
+    sentences: dict[str, None] = {}  # insertion-ordered set
+    for _ in range(count * 20):
+        if len(sentences) == count:
+            return list(sentences)
+        sentences[" ".join(rng.choice(words) for _ in range(rng.randint(min_words, max_words)))] = None
+    raise PrepError(f"cannot make {count} distinct sentences of {min_words}-{max_words} words from {len(words)} words")
+
+
+def plan_asr(
+    out: Path, seed: int, sizes: dict[str, int], min_words: int, max_words: int
+) -> tuple[list[Utterance], dict]:
+    """The utterances of every split, and the speakers (LibriSpeech id -> voice, variant, split)."""
+    voices, variants = available_speakers()
+    groups = speaker_groups(seed, voices, variants)
+    speaker_ids = {
+        speaker: 100 + index for index, speaker in enumerate(s for split in ASR_SPLITS for s in groups[split])
+    }
+    rng = random.Random(seed)
+    sentences = iter(unique_sentences(rng, load_words(), sum(sizes.values()), min_words, max_words))
+    utterances, counters = [], defaultdict(int)
+    for split in ASR_SPLITS:
+        for _ in range(sizes[split]):
+            voice, variant = rng.choice(groups[split])
+            speaker, chapter = speaker_ids[(voice, variant)], CHAPTERS[split]
+            index = counters[(speaker, chapter)]
+            counters[(speaker, chapter)] += 1
+            path = out / "LibriSpeech" / split / str(speaker) / str(chapter) / f"{speaker}-{chapter}-{index:04d}.flac"
+            utterances.append(Utterance(str(path), next(sentences), voice, variant, **random_prosody(rng, (130, 200))))
+    speakers = {
+        str(speaker_ids[speaker]): {"voice": speaker[0], "variant": speaker[1], "split": split}
+        for split in ASR_SPLITS
+        for speaker in groups[split]
+    }
+    return utterances, speakers
+
+
+def write_transcripts(utterances: Sequence[Utterance]) -> None:
+    """`<speaker>-<chapter>.trans.txt` next to the FLACs, upper case like LibriSpeech's."""
+    chapters: dict[Path, list[str]] = defaultdict(list)
+    for utterance in utterances:
+        path = Path(utterance.path)
+        chapters[path.parent].append(f"{path.stem} {utterance.text.upper()}")
+    for folder, lines in chapters.items():
+        target = folder / f"{folder.parent.name}-{folder.name}.trans.txt"
+        partial = target.with_name(target.name + ".partial")
+        partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        partial.replace(target)
+
+
+def generate_asr(
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    train: int = 2400,
+    dev: int = 200,
+    test: int = 200,
+    min_words: int = 2,
+    max_words: int = 6,
+    jobs: int | None = None,
+) -> dict[str, Path]:
+    """Make (or finish) the ASR corpus and its manifests; returns split -> manifest."""
+    out = Path(out)
+    sizes = {"train": train, "dev": dev, "test": test}
+    if not 1 <= min_words <= max_words:
+        raise PrepError(f"need 1 <= --min-words <= --max-words, got {min_words} and {max_words}")
+    version = espeak_version()
+    utterances, speakers = plan_asr(out.absolute(), seed, sizes, min_words, max_words)
+    settings = {"corpus": "asr", "seed": seed, "sizes": sizes, "min_words": min_words, "max_words": max_words}
+    claim_output(out, {"settings": settings, "espeak_ng": version, "speakers": speakers})
+    render_all(render_sentence, utterances, jobs or os.cpu_count() or 1, "synthesise asr")
+    write_transcripts(utterances)
+    manifests = {}
+    for split in ASR_SPLITS:
+        manifests[split] = out / f"{split}.json"
+        count = librispeech.convert_split(out / "LibriSpeech" / split, manifests[split])
+        print(f"{split}: {count} utterances -> {manifests[split]}")
+    return manifests
+
+
+# --------------------------------------------------------------------------------------------- KWS corpus
+
+KWS_SPLITS = {"train": "train", "dev": "validation", "test": "test"}  # speaker group -> Speech Commands split
+
+
+def speaker_code(voice: str, variant: str) -> str:
+    """An 8-hex-digit speaker id like the dataset's, stable for a voice across runs and seeds."""
+    return f"{zlib.crc32(f'{voice}+{variant}'.encode()):08x}"
+
+
+def plan_kws(out: Path, seed: int, counts: dict[str, int], repeats: int) -> tuple[list[Utterance], dict]:
+    """Every speaker of a split says every word `repeats` times; returns the utterances and speakers."""
+    voices, variants = available_speakers()
+    groups = speaker_groups(seed, voices, variants)
+    rng = random.Random(seed)
+    words = sorted({*speech_commands.LABELS["v2"], *KWS_OTHER_WORDS})
+    utterances, speakers = [], {}
+    for group, split in KWS_SPLITS.items():
+        if counts[split] > len(groups[group]):
+            raise PrepError(
+                f"{counts[split]} {split} speakers asked for, but only {len(groups[group])} voices are held for it"
+            )
+        for voice, variant in sorted(rng.sample(groups[group], counts[split])):
+            code = speaker_code(voice, variant)
+            if code in speakers:
+                raise PrepError(
+                    f"speaker id {code} of {voice}+{variant} collides with {speakers[code]}; use another --seed"
+                )
+            speakers[code] = {"voice": voice, "variant": variant, "split": split}
+            for word in words:
+                for repeat in range(repeats):
+                    path = out / word / f"{code}_nohash_{repeat}.wav"
+                    prosody = random_prosody(rng, (150, 220))  # brisk enough for every word to fit in 1 s
+                    utterances.append(Utterance(str(path), word, voice, variant, clip_offset=rng.random(), **prosody))
+    return utterances, speakers
+
+
+def coloured_noise(rng: np.random.Generator, kind: str, length: int) -> np.ndarray:
+    """White, pink (1/f power), brown (1/f^2) noise or mains hum, peak 0.5."""
+    if kind == "hum":
+        t = np.arange(length) / SAMPLE_RATE
+        signal = sum(np.sin(2 * np.pi * 50 * h * t) / h for h in (1, 2, 3, 5)) + 0.05 * rng.standard_normal(length)
+    else:
+        spectrum = np.fft.rfft(rng.standard_normal(length))
+        frequency = np.maximum(np.fft.rfftfreq(length, 1 / SAMPLE_RATE), 20.0)  # no boost below 20 Hz
+        spectrum *= {"white": 1.0, "pink": frequency**-0.5, "brown": frequency**-1.0}[kind]
+        signal = np.fft.irfft(spectrum, length)
+    return (0.5 * signal / np.abs(signal).max()).astype(np.float32)
+
+
+def write_background(out: Path, seed: int) -> None:
+    folder = out / speech_commands.BACKGROUND
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for kind in ("white", "pink", "brown", "hum"):
+        noise = coloured_noise(
+            rng, kind, NOISE_SECONDS * SAMPLE_RATE
+        )  # drawn in order, so each file is seed-determined
+        target = folder / f"{kind}_noise.wav"
+        if not target.exists():
+            write_audio(target, noise, "WAV")
+
+
+def write_split_lists(out: Path, utterances: Sequence[Utterance], speakers: dict) -> None:
+    for split, name in speech_commands.SPLIT_LISTS.items():
+        lines = sorted(
+            f"{Path(u.path).parent.name}/{Path(u.path).name}"
+            for u in utterances
+            if speakers[Path(u.path).name.split("_")[0]]["split"] == split
+        )
+        partial = out / f"{name}.partial"
+        partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        partial.replace(out / name)
+
+
+def generate_kws(
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    train_speakers: int = 96,
+    val_speakers: int = 12,
+    test_speakers: int = 12,
+    repeats: int = 1,
+    jobs: int | None = None,
+) -> dict[str, Path]:
+    """Make (or finish) the keyword corpus and its manifests; returns task_split -> manifest."""
+    out = Path(out)
+    counts = {"train": train_speakers, "validation": val_speakers, "test": test_speakers}
+    version = espeak_version()
+    utterances, speakers = plan_kws(out.absolute(), seed, counts, repeats)
+    settings = {"corpus": "kws", "seed": seed, "speakers": counts, "repeats": repeats}
+    claim_output(out, {"settings": settings, "espeak_ng": version, "speakers": speakers})
+    render_all(render_keyword, utterances, jobs or os.cpu_count() or 1, "synthesise kws")
+    write_background(out, seed)
+    write_split_lists(out, utterances, speakers)
+    return speech_commands.write_manifests(out, out, "v2", seed=seed)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep.synthetic",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
+    corpora = parser.add_subparsers(dest="corpus", required=True, metavar="{asr,kws}")
+    asr = corpora.add_parser("asr", help="LibriSpeech-like sentences (train/dev/test)")
+    kws = corpora.add_parser("kws", help="Speech Commands-like keywords")
+    for command in (asr, kws):
+        command.add_argument(
+            "--out", type=Path, required=True, help="output folder (resumed if it holds the same corpus)"
+        )
+        command.add_argument("--seed", type=int, default=0, help="seed of everything random (default: %(default)s)")
+        command.add_argument(
+            "--jobs", type=int, default=None, help="parallel syntheses (default: the number of CPU cores)"
+        )
+    asr.add_argument("--train-utterances", type=int, default=2400, help="default: %(default)s")
+    asr.add_argument("--dev-utterances", type=int, default=200, help="default: %(default)s")
+    asr.add_argument("--test-utterances", type=int, default=200, help="default: %(default)s")
+    asr.add_argument("--min-words", type=int, default=2, help="shortest sentence (default: %(default)s)")
+    asr.add_argument("--max-words", type=int, default=6, help="longest sentence (default: %(default)s)")
+    kws.add_argument("--train-speakers", type=int, default=96, help="default: %(default)s")
+    kws.add_argument("--val-speakers", type=int, default=12, help="default: %(default)s")
+    kws.add_argument("--test-speakers", type=int, default=12, help="default: %(default)s")
+    kws.add_argument("--repeats", type=int, default=1, help="times each speaker says each word (default: %(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.corpus == "asr":
+        generate_asr(
+            args.out,
+            seed=args.seed,
+            train=args.train_utterances,
+            dev=args.dev_utterances,
+            test=args.test_utterances,
+            min_words=args.min_words,
+            max_words=args.max_words,
+            jobs=args.jobs,
+        )
+    else:
+        generate_kws(
+            args.out,
+            seed=args.seed,
+            train_speakers=args.train_speakers,
+            val_speakers=args.val_speakers,
+            test_speakers=args.test_speakers,
+            repeats=args.repeats,
+            jobs=args.jobs,
+        )
+
+
+if __name__ == "__main__":
+    run_main(main)
