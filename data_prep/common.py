@@ -19,12 +19,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from tqdm import tqdm
 
-from quartznet.checkpoint import UnsafeArchiveError
+from quartznet.checkpoint import UnsafeArchiveError, checked_member_path
 from quartznet.data.audio import AudioError
 from quartznet.data.manifest import ManifestError, write_manifest
 
@@ -165,29 +165,6 @@ def download(
 
 
 # --------------------------------------------------------------------------------------------- archives
-
-
-def checked_member_path(archive: Path, member: tarfile.TarInfo) -> PurePosixPath | None:
-    """The member's relative path if it is a safe regular file, None for a directory entry.
-
-    The same rules as `quartznet.checkpoint.safe_extract`: absolute paths, `..`, links and special
-    files (devices, fifos) raise UnsafeArchiveError.
-    """
-    name = PurePosixPath(member.name)
-    if name.is_absolute() or member.name.startswith("\\") or re.match(r"^[A-Za-z]:", member.name):
-        raise UnsafeArchiveError(f"{archive}: member {member.name!r} has an absolute path; refusing to extract")
-    if ".." in name.parts:
-        raise UnsafeArchiveError(f"{archive}: member {member.name!r} points outside the archive ('..')")
-    if member.issym() or member.islnk():
-        raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a link; refusing to extract")
-    if member.isdir():
-        return None
-    if not member.isfile():
-        raise UnsafeArchiveError(f"{archive}: member {member.name!r} is not a regular file; refusing to extract")
-    parts = [part for part in name.parts if part != "."]
-    if not parts:
-        raise UnsafeArchiveError(f"{archive}: member {member.name!r} has an empty path")
-    return PurePosixPath(*parts)
 
 
 class _CountingReader:

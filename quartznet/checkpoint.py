@@ -30,8 +30,12 @@ class UnsafeArchiveError(ValueError):
     """A checkpoint archive holds a member that could write outside its folder or run code."""
 
 
-def _checked_member_path(archive: Path, member: tarfile.TarInfo) -> PurePosixPath | None:
-    """The member's relative path if it is a safe regular file, None for a plain directory entry."""
+def checked_member_path(archive: Path, member: tarfile.TarInfo) -> PurePosixPath | None:
+    """The member's relative path if it is a safe regular file, None for a plain directory entry.
+
+    Raises UnsafeArchiveError for absolute paths, `..`, links and special files (devices, fifos);
+    shared by checkpoint reading and the data_prep archive extractor.
+    """
     name = PurePosixPath(member.name)
     if name.is_absolute() or member.name.startswith("\\") or re.match(r"^[A-Za-z]:", member.name):
         raise UnsafeArchiveError(f"{archive}: member {member.name!r} has an absolute path; refusing to extract")
@@ -60,7 +64,7 @@ def safe_extract(archive: str | os.PathLike, destination: str | os.PathLike) -> 
         raise ValueError(f"{archive}: not a readable .nemo/tar archive ({error})") from error
     with tar:
         members = tar.getmembers()
-        checked = [(member, _checked_member_path(archive, member)) for member in members]
+        checked = [(member, checked_member_path(archive, member)) for member in members]
         written = []
         for member, relative in checked:
             if relative is None:
