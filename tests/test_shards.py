@@ -102,13 +102,37 @@ def test_shards_store_the_audio_bytes_as_they_are(written):
 def test_three_shards_over_two_ranks_give_equal_batch_counts(tmp_path):
     manifest = corpus(tmp_path / "audio", 24)
     write_shards(manifest, tmp_path / "out", shard_size=8, progress=False)  # 3 shards of 8
-    for workers in (0, 2):
+    # 1 worker: ranks hold 2 and 1 shards (16 and 8 utterances), so both take 16 / 4 = 4 batches and the
+    # second repeats 8 utterances. 2 workers: 4 streams, so each shard is read as 2 parts of 4 and
+    # every rank gets 3 parts (12 utterances, 3 batches): nothing repeats.
+    for workers, batches_per_rank, repeats in ((0, 4, 8), (2, 3, 0)):
         per_rank = epoch_over_ranks(2, urls=None, labels=LABELS, batch_size=4, index=tmp_path / "out", num_workers=workers)
-        counts = [len(batches) for batches in per_rank.values()]
-        assert counts[0] == counts[1] == 4  # 16 vs 8 utterances per rank: both take 16 / 4 batches
+        assert [len(batches) for batches in per_rank.values()] == [batches_per_rank] * 2
         seen = Counter(text for batches in per_rank.values() for batch in batches for text in texts_of(batch))
-        assert len(seen) == 24  # nothing lost; the rank with fewer utterances repeats some
-        assert sum(seen.values()) == 2 * counts[0] * 4
+        assert len(seen) == 24  # nothing lost
+        assert sum(seen.values()) == 24 + repeats
+
+
+@pytest.mark.parametrize("world, workers", [(1, 0), (2, 1), (3, 2), (4, 3), (8, 2)])
+def test_plan_gives_every_rank_the_same_batch_count(world, workers):
+    """The plan alone (no files): 7 shards of uneven sizes, any world size and worker count."""
+    counts = [int(c) for c in np.random.default_rng(world).integers(1, 40, size=7)]
+    index = {"format": "quartznet-shards-1", "field": "text", "characters": {},
+             "shards": [{"name": f"shard-{i:06d}.tar", "bucket": 0, "count": c} for i, c in enumerate(counts)]}
+    urls = [shard["name"] for shard in index["shards"]]
+    ranks = [ShardDataset(urls, LABELS, batch_size=4, index=index, rank=r, world_size=world, num_workers=workers)
+             for r in range(world)]
+    assert len({len(dataset) for dataset in ranks}) == 1
+    stride = max(workers, 1)
+    for epoch in range(3):
+        streams, quotas = ranks[0]._plan(epoch)
+        assert all(dataset._plan(epoch) == (streams, quotas) for dataset in ranks)  # every rank computes the same plan
+        assert [sum(quotas[r * stride : (r + 1) * stride]) for r in range(world)] == [len(ranks[0])] * world
+        for stream, quota in zip(streams, quotas):
+            assert quota * 4 >= sum(unit[3] for unit in stream)  # room for every own utterance
+        parts = [unit[:3] for stream in streams for unit in stream]
+        per_shard = parts[0][2]
+        assert sorted(parts) == sorted((url, p, per_shard) for url, c in zip(urls, counts) for p in range(per_shard) if p < c)
 
 
 def test_pipe_urls_and_brace_patterns(written):

@@ -9,11 +9,11 @@ Layout written by `write_shards` (and `data_prep/make_shards.py`) into one folde
 
 `ShardDataset` reads shards (local paths, brace patterns such as `shard-{000000..000009}.tar`, or any
 URL webdataset opens, `pipe:curl -s ...` included), spreads them over ranks and DataLoader workers,
-shuffles through a buffer and yields ready batches. Each (rank, worker) stream yields the same,
-fixed number of full batches every epoch, computed from the index, so every rank takes the same
-number of steps whatever the shard count (NeMo's tarred datasets hang or skip validation when the
-shard count does not divide the world size). A stream with fewer utterances than its quota wraps
-around its own shards; the repeats are logged at construction.
+shuffles through a buffer and yields ready batches. Every rank yields the same, fixed number of
+batches every epoch, computed from the index, whatever the shard count (NeMo's tarred datasets hang
+or skip validation when the shard count does not divide the world size). A rank with fewer
+utterances than the busiest one fills its extra batches by wrapping around its own shards; the
+repeats are logged at construction.
 """
 
 from __future__ import annotations
@@ -336,16 +336,17 @@ class ShardDataset(IterableDataset):
         self.num_workers = num_workers
         self.min_duration, self.max_duration = min_duration, max_duration
         self.waveform_transform = waveform_transform
-        _, loads = self._streams(0)
-        # Every stream yields this many batches; LPT loads depend only on the sorted unit counts,
-        # so this is the same on every rank and in every epoch.
-        self.batches_per_stream = math.ceil(max(loads) / batch_size)
+        streams, quotas = self._plan(0)
+        # The same on every rank and in every epoch: the plan's loads depend only on the sorted
+        # utterance counts of the shard parts, not on which shard lands where.
+        self.batches_per_rank = sum(quotas[: self._workers])
         total = sum(count for _, count in shards)
-        repeats = len(loads) * self.batches_per_stream * batch_size - total
+        own_batches = sum(math.ceil(sum(unit[3] for unit in stream) / batch_size) for stream in streams)
+        repeats = (sum(quotas) - own_batches) * batch_size
         log.info(
-            "%d shards, %d utterances over %d ranks x %d workers: %d batches of %d per rank per epoch, "
+            "%d shards, %d utterances over %d ranks x %d workers: %d batches of up to %d per rank per epoch, "
             "%d utterances repeated to fill them", len(shards), total, self.world_size, self._workers,
-            len(self), batch_size, repeats,
+            self.batches_per_rank, batch_size, repeats,
         )
         self._next_epoch = 0
 
@@ -374,7 +375,7 @@ class ShardDataset(IterableDataset):
             self.label_index = {label: i for i, label in enumerate(self.labels)}
 
     def __len__(self) -> int:
-        return self._workers * self.batches_per_stream
+        return self.batches_per_rank
 
     def set_epoch(self, epoch: int) -> None:
         self._next_epoch = epoch
@@ -385,15 +386,16 @@ class ShardDataset(IterableDataset):
         kwargs.setdefault("persistent_workers", self.num_workers > 0)
         return DataLoader(self, batch_size=None, num_workers=self.num_workers, **kwargs)
 
-    def _streams(self, epoch: int) -> tuple[list[list[tuple[str, int, int]]], list[int]]:
-        """Shard parts of each (rank, worker) stream, and their utterance counts; stream = rank * workers + worker.
+    def _assign(self, epoch: int) -> list[list[tuple[str, int, int, int]]]:
+        """Shard parts (url, part, parts, utterances) of each (rank, worker) stream, index rank * workers + worker.
 
         With fewer shards than streams each shard is read as `parts` interleaved parts (every
-        parts-th sample), so no stream is empty. Parts go, largest first, to the stream with the
-        fewest utterances so far (LPT), which keeps streams within one part of each other.
+        parts-th sample), so no stream is left empty. Parts go to ranks, largest first, each to the
+        rank with the fewest utterances so far (LPT: ranks end within one part of each other), then
+        the same way to the rank's workers. Ties and the final rank/worker order are shuffled per epoch.
         """
-        streams = self.world_size * self._workers
-        parts = max(1, math.ceil(streams / len(self.shards)))
+        workers = self._workers
+        parts = max(1, math.ceil(self.world_size * workers / len(self.shards)))
         units = [(url, part, parts, len(range(part, count, parts)))
                  for url, count in self.shards for part in range(parts)]
         units = [unit for unit in units if unit[3] > 0]
@@ -401,18 +403,35 @@ class ShardDataset(IterableDataset):
         if self.shuffle:
             units = [units[i] for i in rng.permutation(len(units))]
         units.sort(key=lambda unit: -unit[3])  # stable: equal counts keep the shuffled order
-        plan: list[list[tuple[str, int, int]]] = [[] for _ in range(streams)]
-        loads = [0] * streams
-        for url, part, parts, count in units:
-            target = loads.index(min(loads))
-            plan[target].append((url, part, parts))
-            loads[target] += count
-        if self.shuffle:
-            order = rng.permutation(streams)
-            plan, loads = [plan[i] for i in order], [loads[i] for i in order]
-        # Fewer utterances than streams: an empty stream reads everything (tiny data sets only).
-        everything = [(url, part, parts) for url, part, parts, _ in units]
-        return [units_ or everything for units_ in plan], loads
+
+        def spread(items: list[tuple[str, int, int, int]], bins: int) -> list[list[tuple[str, int, int, int]]]:
+            out: list[list[tuple[str, int, int, int]]] = [[] for _ in range(bins)]
+            loads = [0] * bins
+            for item in items:
+                target = loads.index(min(loads))
+                out[target].append(item)
+                loads[target] += item[3]
+            return [out[i] for i in rng.permutation(bins)] if self.shuffle else out
+
+        return [stream for rank_units in spread(units, self.world_size) for stream in spread(rank_units, workers)]
+
+    def _plan(self, epoch: int) -> tuple[list[list[tuple[str, int, int, int]]], list[int]]:
+        """Each stream's shard parts and its batch quota.
+
+        A stream's own utterances make ceil(utterances / batch_size) batches (the last may be
+        partial). A rank with fewer batches than the busiest rank gets the difference as extra full
+        batches, given to its workers with utterances in turn and filled by wrapping around.
+        """
+        streams = self._assign(epoch)
+        workers = self._workers
+        quotas = [math.ceil(sum(unit[3] for unit in stream) / self.batch_size) for stream in streams]
+        per_rank = [quotas[rank * workers : (rank + 1) * workers] for rank in range(self.world_size)]
+        target = max(sum(rank_quotas) for rank_quotas in per_rank)
+        for rank in range(self.world_size):
+            busy = [rank * workers + w for w in range(workers) if streams[rank * workers + w]]
+            for extra in range(target - sum(per_rank[rank])):
+                quotas[busy[extra % len(busy)]] += 1
+        return streams, quotas
 
     def _read(self, url: str, part: int, parts: int, errors: list[tuple[str, str]]) -> Iterator[tuple[str, dict]]:
         def on_error(error: Exception) -> bool:
@@ -438,21 +457,22 @@ class ShardDataset(IterableDataset):
             if count == 0:
                 raise RuntimeError(f"shards {[unit[0] for unit in units]} gave no samples: {errors[:3]}")
 
-    def _sorted_windows(self, samples: Iterator[tuple[str, dict]], rng: np.random.Generator) -> Iterator[tuple[str, dict]]:
-        """Samples regrouped so that each consecutive `batch_size` run has similar durations."""
+    def _batches(self, samples: Iterator[tuple[str, dict]], rng: np.random.Generator) -> Iterator[list[tuple[str, dict]]]:
+        """Cut the stream into batches; with a sort window, each window is sorted by duration first."""
         def duration(item: tuple[str, dict]) -> float:
             try:
                 return float(json.loads(item[1]["json"])["duration"])
             except (KeyError, ValueError, TypeError):
                 return 0.0  # _decode reports the bad metadata
 
-        # The stream length is a multiple of batch_size, so every window is too and batches stay aligned.
-        window_size = self.sort_window * self.batch_size
+        window_size = max(1, self.sort_window) * self.batch_size
         while window := list(itertools.islice(samples, window_size)):
-            window.sort(key=duration)
+            if self.sort_window > 0:
+                window.sort(key=duration)
             batches = [window[start : start + self.batch_size] for start in range(0, len(window), self.batch_size)]
-            for i in rng.permutation(len(batches)) if self.shuffle else range(len(batches)):
-                yield from batches[i]
+            order = rng.permutation(len(batches)) if self.shuffle and self.sort_window > 0 else range(len(batches))
+            for i in order:
+                yield batches[i]
 
     def _decode(self, url: str, sample: dict) -> ASRItem | LabelItem | Skipped:
         name = f"{url}#{sample['__key__']}"
@@ -495,21 +515,22 @@ class ShardDataset(IterableDataset):
                 f"{workers} workers; pass the same number to both (or use dataset.loader())"
             )
         stream = self.rank * workers + worker
-        plan, _ = self._streams(epoch)
+        plan, quotas = self._plan(epoch)
+        if quotas[stream] == 0:
+            return
         rng = np.random.default_rng([self.seed, epoch, stream])
         errors: list[tuple[str, str]] = []
-        samples = itertools.islice(self._cycle(plan[stream], rng, errors), self.batches_per_stream * self.batch_size)
+        # Exactly the stream's own utterances, then whole extra batches by wrapping around, so the
+        # stream cuts into exactly quotas[stream] batches (only the last of its own may be partial).
+        units = plan[stream]
+        own = sum(unit[3] for unit in units)
+        length = own + (quotas[stream] - math.ceil(own / self.batch_size)) * self.batch_size
+        samples = itertools.islice(self._cycle([unit[:3] for unit in units], rng, errors), length)
         if self.shuffle:
             samples = _buffer_shuffle(samples, self.shuffle_buffer, rng)
-        if self.sort_window > 0:
-            samples = self._sorted_windows(iter(samples), rng)
         collate = collate_asr if self.field == "text" else collate_labels
-        items = []
-        for url, sample in samples:
-            items.append(self._decode(url, sample))
-            if len(items) == self.batch_size:
-                batch = collate(items)
-                batch.skipped.extend(errors)
-                errors.clear()
-                items = []
-                yield batch
+        for raw in self._batches(iter(samples), rng):
+            batch = collate([self._decode(url, sample) for url, sample in raw])
+            batch.skipped.extend(errors)
+            errors.clear()
+            yield batch
