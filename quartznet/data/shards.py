@@ -278,7 +278,9 @@ class ShardDataset(IterableDataset):
 
     Use with `DataLoader(dataset, batch_size=None, num_workers=dataset.num_workers)` (or
     `dataset.loader()`): batching happens here, per stream, so the batch count per rank is fixed at
-    `len(dataset)`. `num_workers` must equal the DataLoader's. Call `set_epoch(epoch)` on the main
+    `len(dataset)` (each worker's last batch of its own utterances may be partial; a rank short of
+    utterances adds full batches of repeats). `num_workers` must equal the DataLoader's. Under DDP all
+    ranks must use the same `seed`, `batch_size` and `num_workers`. Call `set_epoch(epoch)` on the main
     process's dataset before each epoch (e.g. in `on_train_epoch_start`); without it each new
     iteration advances by itself. `rank`/`world_size` default to torch.distributed or RANK/WORLD_SIZE.
     """
