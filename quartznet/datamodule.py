@@ -20,6 +20,7 @@ from quartznet.augment import WaveformAugmentation
 from quartznet.data.datasets import AudioToCharDataset, AudioToLabelDataset, collate_asr, collate_labels
 from quartznet.data.manifest import manifest_paths
 from quartznet.data.sampler import DurationBucketSampler, distributed_rank_and_world
+from quartznet.data.shards import ShardDataset
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class SpeechDataModule(pl.LightningDataModule):
         task: str,
         labels: Sequence[str],
         train_manifest: str | Sequence[str] | None = None,
+        train_shards: Mapping[str, Any] | None = None,
         validation_manifests: Sequence[str | Sequence[str]] = (),
         test_manifests: Sequence[str | Sequence[str]] = (),
         sample_rate: int = 16000,
@@ -65,13 +67,16 @@ class SpeechDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
     ):
         """`validation_manifests` / `test_manifests`: one entry per evaluation set (each a manifest
-        path, a comma list or a list of paths); `augment`: WaveformAugmentation options (train only);
+        path, a comma list or a list of paths); `train_shards`: train from WebDataset shards instead
+        of `train_manifest` ({urls, index, shuffle_buffer, ...}: ShardDataset options, see
+        data_prep/make_shards.py); `augment`: WaveformAugmentation options (train only);
         `monitor` / `monitor_mode`: the metric checkpoints are chosen on for this kind of data."""
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"data.task must be one of {TASKS}, got {task!r}")
         self.task, self.labels = task, list(labels)
         self.train_manifest = train_manifest
+        self.train_shards = dict(train_shards) if train_shards else None
         self.validation_manifests = list(validation_manifests or [])
         self.test_manifests = list(test_manifests or [])
         self.sample_rate, self.batch_size = sample_rate, batch_size
@@ -84,12 +89,13 @@ class SpeechDataModule(pl.LightningDataModule):
         self.val_names = [manifest_name(m) for m in self.validation_manifests]
         self.test_names = [manifest_name(m) for m in self.test_manifests]
         self.train_sampler: DurationBucketSampler | None = None
+        self.train_shard_dataset: ShardDataset | None = None
         self._resume_state: dict[str, Any] | None = None
 
     # --- datasets ---------------------------------------------------------------------------------
 
     def dataset(self, manifests: str | Sequence[str], train: bool) -> Dataset:
-        transform = WaveformAugmentation(sample_rate=self.sample_rate, **self.augment) if train and self.augment else None
+        transform = self.waveform_transform() if train else None
         dataset_class = AudioToCharDataset if self.task == "asr" else AudioToLabelDataset
         return dataset_class(
             manifests, self.labels, sample_rate=self.sample_rate, min_duration=self.min_duration,
@@ -101,9 +107,25 @@ class SpeechDataModule(pl.LightningDataModule):
     def collate(self):
         return collate_asr if self.task == "asr" else collate_labels
 
+    def waveform_transform(self) -> WaveformAugmentation | None:
+        return WaveformAugmentation(sample_rate=self.sample_rate, **self.augment) if self.augment else None
+
+    def shard_dataloader(self) -> DataLoader:
+        """Training batches from shards: a fixed batch count per rank, whatever the shard count."""
+        options = dict(self.train_shards)
+        self.train_shard_dataset = ShardDataset(
+            options.pop("urls", None), self.labels, self.batch_size, sample_rate=self.sample_rate, seed=self.seed,
+            num_workers=self.num_workers, min_duration=self.min_duration, max_duration=self.max_duration,
+            waveform_transform=self.waveform_transform(), **options,
+        )
+        return DataLoader(self.train_shard_dataset, batch_size=None, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory)
+
     def train_dataloader(self) -> DataLoader:
+        if self.train_shards:
+            return self.shard_dataloader()
         if not self.train_manifest:
-            raise ValueError("data.train_manifest is not set; give the training manifest(s)")
+            raise ValueError("data.train_manifest (or data.train_shards) is not set; give the training data")
         dataset = self.dataset(self.train_manifest, train=True)
         if len(dataset) == 0:
             raise ValueError(f"{self.train_manifest}: no usable training utterances (check durations and paths)")
@@ -136,6 +158,13 @@ class SpeechDataModule(pl.LightningDataModule):
     # Lightning restores epoch and step but restarts the epoch's data (and calls the sampler's
     # set_epoch each epoch); the sampler skips what the killed run had already trained on. The count
     # comes from the training loop, not the sampler, because DataLoader workers prefetch ahead.
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for `epoch`. Called by the model at every epoch start, before the data is iterated:
+        Lightning only re-seeds plain samplers, not a batch sampler or an iterable dataset."""
+        for source in (self.train_sampler, self.train_shard_dataset):
+            if source is not None:
+                source.set_epoch(epoch)
 
     def state_dict(self) -> dict[str, Any]:
         if self.train_sampler is None or self.trainer is None:

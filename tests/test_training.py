@@ -252,3 +252,19 @@ def test_two_process_ddp_trains_and_validates_with_identical_metrics_on_both_ran
     assert ranks[0] == ranks[1]
     assert {"val_wer", "val_cer", "val_loss"} <= set(ranks[0])
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_training_from_shards_gives_every_rank_the_same_batch_count(asr_corpus, tmp_path):
+    from quartznet.data.shards import write_shards
+
+    write_shards(asr_corpus["train"], tmp_path / "shards", shard_size=5, progress=False)  # 4 shards
+    model = CTCModel(tiny_asr_config())
+    counts = []
+    for rank in (0, 1):
+        data = SpeechDataModule("asr", model.vocabulary, train_shards={"index": str(tmp_path / "shards"), "rank": rank,
+                                                                       "world_size": 2},
+                                validation_manifests=[str(asr_corpus["dev"])], batch_size=3, num_workers=0)
+        counts.append(len(list(data.train_dataloader())))
+    assert counts[0] == counts[1] == 3  # 16 utterances, 8 per rank, batches of 3
+    trainer = fit(model, data, max_epochs=2, limit_val_batches=1)
+    assert trainer.global_step == 6 and math.isfinite(trainer.callback_metrics["train_loss"].item())

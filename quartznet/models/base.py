@@ -131,6 +131,25 @@ class QuartzNetModel(pl.LightningModule):
         self._eval_totals: dict[str, dict[int, torch.Tensor]] = {}
         self.skip_report = SkipReport()
 
+    def features(
+        self,
+        input_signal: torch.Tensor | None,
+        input_signal_length: torch.Tensor | None,
+        processed_signal: torch.Tensor | None,
+        processed_signal_length: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(features (B, F, T), frame lengths, audio lengths or None) from audio or from given features."""
+        if processed_signal is not None:
+            if processed_signal_length is None:
+                processed_signal_length = full_lengths(processed_signal)
+            return processed_signal, processed_signal_length, None
+        if input_signal is None:
+            raise ValueError("give input_signal (audio) or processed_signal (features)")
+        if input_signal_length is None:
+            input_signal_length = full_lengths(input_signal)
+        features, lengths = self.preprocessor(input_signal=input_signal, length=input_signal_length)
+        return features, lengths, input_signal_length
+
     def build_spec_augmentation(self) -> None:
         """`spec_augment` section -> self.spec_augmentation (train-time only), or None when absent."""
         self.spec_augmentation = self.build("spec_augment") if self.cfg.get("spec_augment") else None
@@ -215,6 +234,11 @@ class QuartzNetModel(pl.LightningModule):
                 if isinstance(module, nn.BatchNorm1d):
                     module.eval()
         return self
+
+    def on_train_epoch_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if hasattr(datamodule, "set_epoch"):
+            datamodule.set_epoch(self.current_epoch)
 
     def note_skipped(self, batch: Any) -> None:
         """Collect the files a training batch had to leave out (reported at epoch end)."""

@@ -47,20 +47,14 @@ class ClassificationModel(QuartzNetModel):
         processed_signal_length: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, L) 16 kHz audio or (B, F, T) features -> (B, num_classes) logits."""
-        if processed_signal is None:
-            if input_signal is None:
-                raise ValueError("give input_signal (audio) or processed_signal (features)")
-            if input_signal_length is None:
-                input_signal_length = full_lengths(input_signal)
-            processed_signal, processed_signal_length = self.preprocessor(
-                input_signal=input_signal, length=input_signal_length
-            )
-            valid_frames = self.stft_frames(input_signal_length, processed_signal_length)
-        else:
-            if processed_signal_length is None:
-                processed_signal_length = full_lengths(processed_signal)
-            valid_frames = processed_signal_length
+        processed_signal, processed_signal_length, audio_lengths = self.features(
+            input_signal, input_signal_length, processed_signal, processed_signal_length
+        )
         if self.fixed_frames:
+            valid_frames = processed_signal_length
+            if audio_lengths is not None and isinstance(self.preprocessor, AudioToMFCCPreprocessor):
+                # NeMo's MFCC length is ceil(L / hop); the STFT has L // hop + 1 frames of the utterance.
+                valid_frames = self.preprocessor.stft_frames(audio_lengths)
             processed_signal = crop_or_pad_frames(
                 processed_signal, valid_frames, self.fixed_frames, random_crop=self.training
             )
@@ -68,12 +62,6 @@ class ClassificationModel(QuartzNetModel):
         processed_signal = self.augment(processed_signal, processed_signal_length)
         encoded, _ = self.encoder(audio_signal=processed_signal, length=processed_signal_length)
         return self.decoder(encoder_output=encoded)
-
-    def stft_frames(self, sample_lengths: torch.Tensor, feature_lengths: torch.Tensor) -> torch.Tensor:
-        """Frames an utterance has when computed alone: what crop-or-pad keeps (NeMo pads the whole tensor)."""
-        if isinstance(self.preprocessor, AudioToMFCCPreprocessor):
-            return self.preprocessor.stft_frames(sample_lengths)
-        return feature_lengths
 
     def change_labels(self, new_labels: Sequence[str]) -> None:
         """A new class list: the linear head is rebuilt for it, the encoder is kept."""

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from quartznet.features import AudioToMelSpectrogramPreprocessor
 from quartznet.heads import ctc_greedy_decode, ctc_loss
 from quartznet.metrics import ErrorCounts, corpus_errors
-from quartznet.models.base import QuartzNetModel, full_lengths, resolve_mel_variant
+from quartznet.models.base import QuartzNetModel, resolve_mel_variant
 
 
 class CTCModel(QuartzNetModel):
@@ -45,16 +45,9 @@ class CTCModel(QuartzNetModel):
         processed_signal_length: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, L) 16 kHz audio or (B, F, T) features -> log-probs (B, T', V+1), lengths (B,), argmax (B, T')."""
-        if processed_signal is None:
-            if input_signal is None:
-                raise ValueError("give input_signal (audio) or processed_signal (features)")
-            if input_signal_length is None:
-                input_signal_length = full_lengths(input_signal)
-            processed_signal, processed_signal_length = self.preprocessor(
-                input_signal=input_signal, length=input_signal_length
-            )
-        elif processed_signal_length is None:
-            processed_signal_length = full_lengths(processed_signal)
+        processed_signal, processed_signal_length, _ = self.features(
+            input_signal, input_signal_length, processed_signal, processed_signal_length
+        )
         processed_signal = self.augment(processed_signal, processed_signal_length)
         encoded, encoded_len = self.encoder(audio_signal=processed_signal, length=processed_signal_length)
         log_probs = self.decoder(encoder_output=encoded)
