@@ -53,19 +53,20 @@ CORPUS_FILE = "corpus.json"
 
 # English voices (accents) of espeak-ng, see `espeak-ng --voices=en`; the mbrola ones need extra packages.
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
-# The ASR corpus defaults to two accents: every accent spells the same words with other sounds, and
+# The ASR corpus defaults to one accent: every accent says the same spelling with other sounds, and
 # the CPU demo must learn the corpus in minutes. All accents: `--accents all`.
-ASR_ACCENTS = ("en-us", "en-gb-x-rp")
+ASR_ACCENTS = ("en-us",)
 # Voice variants (`espeak-ng --voices=variant`, by file name) that sound like a person speaking. Left
-# out: the whispers, effect voices (Demonic, announcer), "fast" (a speed test) and "Mr serious" (a
-# space in its file name).
+# out: the whispers, effect voices (Demonic, announcer), "fast" (a speed test), "Mr serious" (a space
+# in its file name), the robot voices (robosoft*, UniRobot, anikaRobot), the Klatt-synthesiser family
+# (klatt*, another synthesis method), croak and Tweaky, and RicishayMax*, kaukovalta and Marco: a model
+# trained on the others transcribed these at 88-101% WER against 23-33% for the rest (measured on a
+# held-out set), i.e. they are voice effects more than voices.
 VARIANTS = (
-    "Alex Alicia Andrea Andy Annie AnxiousAndy Denis Diogo Gene Gene2 Henrique Hugo Jacky Lee Marco Mario Michael "
-    "Mike Nguyen RicishayMax RicishayMax2 RicishayMax3 Storm Tweaky UniRobot adam anika anikaRobot antonio aunty "
-    "belinda benjamin boris caleb croak david ed edward edward2 f1 f2 f3 f4 f5 grandma grandpa gustave iven iven2 "
-    "iven3 iven4 john kaukovalta klatt klatt2 klatt3 klatt4 klatt5 klatt6 linda m1 m2 m3 m4 m5 m6 m7 m8 marcelo "
-    "max michel miguel norbert pablo paul pedro quincy rob robert robosoft robosoft2 robosoft3 robosoft4 robosoft5 "
-    "robosoft6 robosoft7 robosoft8 sandro shelby steph steph2 steph3 travis victor zac"
+    "Alex Alicia Andrea Andy Annie AnxiousAndy Denis Diogo Gene Gene2 Henrique Hugo Jacky Lee Mario Michael "
+    "Mike Nguyen Storm adam anika antonio aunty belinda benjamin boris caleb david ed edward edward2 f1 f2 f3 "
+    "f4 f5 grandma grandpa gustave iven iven2 iven3 iven4 john linda m1 m2 m3 m4 m5 m6 m7 m8 marcelo max michel "
+    "miguel norbert pablo paul pedro quincy rob robert sandro shelby steph steph2 steph3 travis victor zac"
 ).split()
 HELD_OUT_VARIANTS = 10  # variants per held-out group (dev, test); the rest are train voices
 # Words of the kws corpus that are not keywords: the "unknown" class of the 12-class task draws on them too.

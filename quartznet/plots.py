@@ -35,7 +35,7 @@ def plot_training_curves(metrics_csv: Path, out: Path) -> Path | None:
         log.warning("no %s: training curves not drawn", metrics_csv)
         return None
     series = read_metrics_csv(metrics_csv)
-    losses = [k for k in series if k.endswith("loss") or "_loss_" in k]
+    losses = [k for k in series if (k.endswith("loss") or "_loss_" in k) and not k.startswith("test")]
     scores = [k for k in series if k.startswith("val_") and k not in losses]
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for key in losses:
