@@ -298,13 +298,30 @@ class QuartzNetModel(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.last_test_metrics = self.log_eval_metrics("test")
 
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.note_skipped(batch)
+        if batch.audio.shape[0] == 0:  # every file of the batch was unusable: a no-op step keeps DDP in step
+            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+        loss, metrics = self.training_loss(batch)
+        for name, value in {"loss": loss, **metrics}.items():
+            self.log(f"train_{name}", value, prog_bar=True, batch_size=batch.audio.shape[0])
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
+        return loss
+
+    def training_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The batch's loss and any other training metrics to log."""
+        raise NotImplementedError
+
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.evaluation_step("val", batch, dataloader_idx)
+        if batch.audio.shape[0]:
+            self.add_eval_counts("val", dataloader_idx, self.evaluation_counts(batch))
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.evaluation_step("test", batch, dataloader_idx)
+        if batch.audio.shape[0]:
+            self.add_eval_counts("test", dataloader_idx, self.evaluation_counts(batch))
 
-    def evaluation_step(self, stage: str, batch: Any, dataloader_idx: int) -> None:
+    def evaluation_counts(self, batch: Any) -> list[float]:
+        """Summable counts of one evaluation batch, turned into metrics by `eval_metrics`."""
         raise NotImplementedError
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

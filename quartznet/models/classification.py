@@ -74,25 +74,16 @@ class ClassificationModel(QuartzNetModel):
 
     # --- Lightning ---------------------------------------------------------------------------------
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        self.note_skipped(batch)
-        if batch.audio.shape[0] == 0:  # every file of the batch was unusable: a no-op step keeps DDP in step
-            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+    def training_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = self(input_signal=batch.audio, input_signal_length=batch.audio_len)
         loss = nn.functional.cross_entropy(logits.float(), batch.labels)
-        accuracy = (logits.argmax(-1) == batch.labels).float().mean()
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch.audio.shape[0])
-        self.log("train_acc", accuracy, prog_bar=True, batch_size=batch.audio.shape[0])
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
-        return loss
+        return loss, {"acc": (logits.argmax(-1) == batch.labels).float().mean()}
 
-    def evaluation_step(self, stage: str, batch: Any, dataloader_idx: int) -> None:
-        if batch.audio.shape[0] == 0:
-            return
+    def evaluation_counts(self, batch: Any) -> list[float]:
         logits = self(input_signal=batch.audio, input_signal_length=batch.audio_len)
         loss = nn.functional.cross_entropy(logits.float(), batch.labels, reduction="sum")
         correct = (logits.argmax(-1) == batch.labels).sum()
-        self.add_eval_counts(stage, dataloader_idx, [loss.item(), batch.audio.shape[0], correct.item()])
+        return [loss.item(), batch.audio.shape[0], correct.item()]
 
     def eval_metrics(self, totals: torch.Tensor) -> dict[str, float]:
         loss_sum, count, correct = totals.tolist()

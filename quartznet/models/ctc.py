@@ -74,24 +74,14 @@ class CTCModel(QuartzNetModel):
         loss = ctc_loss(log_probs, encoded_len, batch.tokens, batch.tokens_len, self.blank_id)
         return loss, log_probs, encoded_len
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        self.note_skipped(batch)
-        if batch.audio.shape[0] == 0:  # every file of the batch was unusable: a no-op step keeps DDP in step
-            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+    def training_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss, _, _ = self.ctc_step(batch)
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch.audio.shape[0])
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
-        return loss
+        return loss, {}
 
-    def evaluation_step(self, stage: str, batch: Any, dataloader_idx: int) -> None:
-        if batch.audio.shape[0] == 0:
-            return
+    def evaluation_counts(self, batch: Any) -> list[float]:
         loss, log_probs, encoded_len = self.ctc_step(batch)
-        hypotheses = self.decode(log_probs, encoded_len)
-        references = self.token_texts(batch.tokens, batch.tokens_len)
-        errors = corpus_errors(references, hypotheses)
-        batch_size = batch.audio.shape[0]
-        self.add_eval_counts(stage, dataloader_idx, [loss.item() * batch_size, batch_size, *errors.as_list()])
+        errors = corpus_errors(self.token_texts(batch.tokens, batch.tokens_len), self.decode(log_probs, encoded_len))
+        return [loss.item() * batch.audio.shape[0], batch.audio.shape[0], *errors.as_list()]
 
     def eval_metrics(self, totals: torch.Tensor) -> dict[str, float]:
         loss_sum, count, *counts = totals.tolist()
