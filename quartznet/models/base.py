@@ -131,6 +131,14 @@ class QuartzNetModel(pl.LightningModule):
         self._eval_totals: dict[str, dict[int, torch.Tensor]] = {}
         self.skip_report = SkipReport()
 
+    def build_preprocessor(self) -> nn.Module:
+        """The `preprocessor` section; a log-mel one gets the mel variant the config implies (written
+        back as top-level `mel_variant`, so a saved model says which it uses)."""
+        if self.section("preprocessor")[0] is not AudioToMelSpectrogramPreprocessor:
+            return self.build("preprocessor")
+        self.cfg.mel_variant = resolve_mel_variant(self.cfg)
+        return self.build("preprocessor", variant=self.cfg.mel_variant)
+
     def features(
         self,
         input_signal: torch.Tensor | None,

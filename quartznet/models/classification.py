@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from quartznet.features import AudioToMFCCPreprocessor, crop_or_pad_frames
-from quartznet.models.base import QuartzNetModel, full_lengths, resolve_mel_variant
+from quartznet.models.base import QuartzNetModel, full_lengths
 
 
 class ClassificationModel(QuartzNetModel):
@@ -21,11 +21,7 @@ class ClassificationModel(QuartzNetModel):
         super().__init__(cfg)
         if not self.cfg.get("labels"):
             raise ValueError("model config: `labels` (the class names) is required")
-        extra = {}
-        if self.section("preprocessor")[0] is not AudioToMFCCPreprocessor:
-            self.cfg.mel_variant = resolve_mel_variant(self.cfg)
-            extra["variant"] = self.cfg.mel_variant
-        self.preprocessor = self.build("preprocessor", **extra)
+        self.preprocessor = self.build_preprocessor()
         self.encoder = self.build("encoder")
         self.fill_decoder_input()
         self.cfg.decoder.num_classes = len(self.labels)  # as NeMo: the labels decide the head size

@@ -8,10 +8,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from quartznet.features import AudioToMelSpectrogramPreprocessor
 from quartznet.heads import ctc_greedy_decode, ctc_loss
 from quartznet.metrics import ErrorCounts, corpus_errors
-from quartznet.models.base import QuartzNetModel, resolve_mel_variant
+from quartznet.models.base import QuartzNetModel
 
 
 class CTCModel(QuartzNetModel):
@@ -19,11 +18,7 @@ class CTCModel(QuartzNetModel):
 
     def __init__(self, cfg: Mapping[str, Any] | DictConfig):
         super().__init__(cfg)
-        extra = {}
-        if self.section("preprocessor")[0] is AudioToMelSpectrogramPreprocessor:
-            self.cfg.mel_variant = resolve_mel_variant(self.cfg)
-            extra["variant"] = self.cfg.mel_variant
-        self.preprocessor = self.build("preprocessor", **extra)
+        self.preprocessor = self.build_preprocessor()
         self.encoder = self.build("encoder")
         self.fill_decoder_input()
         self.decoder = self.build("decoder")
@@ -56,6 +51,18 @@ class CTCModel(QuartzNetModel):
     def decode(self, log_probs: torch.Tensor, encoded_len: torch.Tensor) -> list[str]:
         """Greedy CTC strings, one per utterance."""
         return ctc_greedy_decode(log_probs, encoded_len, self.vocabulary, self.blank_id)
+
+    def transcribe(self, paths: Sequence[str], batch_size: int = 4, **options: Any) -> list[str]:
+        """Greedy texts of audio files, in order (NeMo's name); unreadable files raise AudioError.
+        `options` go to quartznet.transcribe.transcribe (chunk_seconds, overlap_seconds, ...)."""
+        from quartznet.data.audio import AudioError
+        from quartznet.transcribe import transcribe  # imported here: that module imports this one
+
+        errors: list[AudioError] = []
+        rows = transcribe(self, paths, batch_size=batch_size, errors=errors, **options)
+        if errors:  # a list of texts has no place for a missing one: fail rather than shift the others
+            raise errors[0]
+        return [row["text"] for row in rows]
 
     def change_vocabulary(self, new_vocabulary: Sequence[str]) -> None:
         """A new alphabet: the head is rebuilt (blank = len(new_vocabulary), last), the encoder is kept."""
