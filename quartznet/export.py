@@ -1,0 +1,216 @@
+"""ONNX export of a CTC QuartzNet, BatchNorm folded into the convs.
+
+    python -m quartznet.export MODEL.nemo OUT_DIR [--variant openvino|lengths|mel|all] [--opset 17]
+
+Variants (files `OUT_DIR/<model stem>.<variant>.onnx`):
+
+* `openvino` - the Open Model Zoo card's signature: `audio_signal` (B, 64, T) normalised log-mel
+  features -> `output` (B, ceil(T/2), 29) log-probabilities. Every frame counts as valid, so feed one
+  utterance per call (or equal-length ones); features are computed outside the graph.
+* `lengths`  - `audio_signal` (B, 64, T), `length` (B,) int64 -> `output`, `encoded_lengths` (B,) int64.
+  Padding frames are masked exactly as in PyTorch, so an utterance gives the same result alone or
+  in a padded batch.
+* `mel`      - the mel front end inside the graph: `input_signal` (B, L) float32 16 kHz samples,
+  `length` (B,) int64 -> `output`, `encoded_lengths`.
+
+Time (and batch) axes are dynamic. Each file carries the vocabulary (blank last), the sample rate and
+the mel variant as ONNX metadata (`vocabulary` is JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from quartznet.features import (
+    LOG_ZERO_GUARD, NORMALIZERS, FilterbankFeatures, reflect_pad_per_utterance, time_mask,
+)
+from quartznet.fold import fold_batchnorm
+from quartznet.models import CTCModel
+
+VARIANTS = ("openvino", "lengths", "mel")
+DEFAULT_OPSET = 17
+
+
+class FeaturesToLogProbs(nn.Module):
+    """The OpenVINO signature: (B, F, T) features, all frames valid -> (B, ceil(T/2), V+1) log-probs."""
+
+    def __init__(self, model: CTCModel):
+        super().__init__()
+        self.encoder, self.decoder = model.encoder, model.decoder
+
+    def forward(self, audio_signal: torch.Tensor) -> torch.Tensor:
+        # (B,) lengths = T built from the input's shape, so the traced graph keeps T dynamic.
+        lengths = torch.ones_like(audio_signal[:, 0, 0], dtype=torch.long) * audio_signal.shape[-1]
+        encoded, _ = self.encoder(audio_signal=audio_signal, length=lengths)  # (B, C, T')
+        return self.decoder(encoder_output=encoded)
+
+
+class FeaturesWithLengths(nn.Module):
+    """(B, F, T) features, (B,) frame lengths -> (B, T', V+1) log-probs, (B,) encoded lengths."""
+
+    def __init__(self, model: CTCModel):
+        super().__init__()
+        self.encoder, self.decoder = model.encoder, model.decoder
+
+    def forward(self, audio_signal: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        encoded, encoded_lengths = self.encoder(audio_signal=audio_signal, length=length)
+        return self.decoder(encoder_output=encoded), encoded_lengths
+
+
+class ConvPowerSpectrogram(nn.Module):
+    """|STFT|^2 of framed audio as one strided conv1d with a windowed DFT basis.
+
+    The TorchScript ONNX exporter has no complex tensors, so `torch.stft(return_complex=True)` cannot
+    be exported; a conv with cos/sin kernels computes the same real and imaginary parts (center=False,
+    the window zero-padded to n_fft in the middle, as torch.stft does).
+    """
+
+    def __init__(self, featurizer: FilterbankFeatures):
+        super().__init__()
+        n_fft, win_length = featurizer.n_fft, featurizer.win_length
+        window = torch.zeros(n_fft, dtype=torch.float64)
+        start = (n_fft - win_length) // 2
+        window[start:start + win_length] = featurizer.window.double()
+        freqs = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]  # (F, 1)
+        phase = 2 * math.pi * freqs * torch.arange(n_fft, dtype=torch.float64) / n_fft  # (F, n_fft)
+        basis = torch.cat([torch.cos(phase), -torch.sin(phase)]) * window  # (2F, n_fft)
+        self.register_buffer("basis", basis.unsqueeze(1).float())  # (2F, 1, n_fft)
+        self.hop_length = featurizer.hop_length
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L) padded samples -> (B, n_fft/2+1, T) power."""
+        spec = nn.functional.conv1d(x.unsqueeze(1), self.basis, stride=self.hop_length)  # (B, 2F, T)
+        real, imag = spec.chunk(2, dim=1)
+        return real.pow(2) + imag.pow(2)
+
+
+class ExportableMelFeatures(nn.Module):
+    """`FilterbankFeatures.forward` in eval mode (no dither) with the STFT as a conv (see above)."""
+
+    def __init__(self, featurizer: FilterbankFeatures):
+        super().__init__()
+        self.featurizer = featurizer
+        self.power = ConvPowerSpectrogram(featurizer)
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) samples, (B,) lengths -> (B, n_mels, T) features, (B,) frame lengths."""
+        f = self.featurizer
+        x = audio.float()
+        frames = f.frame_lengths(lengths)
+        if f.preemph:
+            x = torch.cat([x[:, :1], x[:, 1:] - f.preemph * x[:, :-1]], dim=1)
+            if f.variant == "current":
+                x = x.masked_fill(~time_mask(lengths, x.shape[1]), 0.0)
+        half = f.n_fft // 2
+        if f.variant == "classic":
+            x = reflect_pad_per_utterance(x, lengths, half)
+        else:
+            x = nn.functional.pad(x, (half, half))
+        x = torch.log(torch.matmul(f.fb, self.power(x)) + LOG_ZERO_GUARD)  # (B, n_mels, T)
+        if f.normalize:
+            x = NORMALIZERS[f.normalize](x, frames)
+        x = x.masked_fill(~time_mask(frames, x.shape[-1]).unsqueeze(1), 0.0)
+        if f.pad_to > 0:
+            # pad_time_to_multiple's `if` would be frozen at trace time; a padding of
+            # (-T) mod pad_to frames (0 when T is a multiple already) traces for every T.
+            x = nn.functional.pad(x, (0, (f.pad_to - x.shape[-1] % f.pad_to) % f.pad_to))
+        return x, frames
+
+
+class AudioWithLengths(nn.Module):
+    """(B, L) 16 kHz samples, (B,) sample counts -> (B, T', V+1) log-probs, (B,) encoded lengths."""
+
+    def __init__(self, model: CTCModel):
+        super().__init__()
+        self.features = ExportableMelFeatures(model.preprocessor.featurizer)
+        self.network = FeaturesWithLengths(model)
+
+    def forward(self, input_signal: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features, frames = self.features(input_signal, length)
+        return self.network(features, frames)
+
+
+def _example_inputs(model: CTCModel, variant: str) -> tuple[torch.Tensor, ...]:
+    """Inputs to trace with: batch 2 of unequal lengths, so no size is baked in as a constant."""
+    if variant == "mel":
+        return torch.randn(2, 16000) * 0.1, torch.tensor([16000, 12000])
+    features = torch.randn(2, model.encoder.feat_in, 96)
+    return (features,) if variant == "openvino" else (features, torch.tensor([96, 71]))
+
+
+def _signature(variant: str) -> tuple[list[str], list[str], dict[str, dict[int, str]]]:
+    """Input names, output names and dynamic axes of a variant."""
+    if variant == "openvino":
+        return ["audio_signal"], ["output"], {"audio_signal": {0: "batch", 2: "time"}, "output": {0: "batch", 1: "time_out"}}
+    first = "input_signal" if variant == "mel" else "audio_signal"
+    return [first, "length"], ["output", "encoded_lengths"], {
+        first: {0: "batch", 1 if variant == "mel" else 2: "time"}, "length": {0: "batch"},
+        "output": {0: "batch", 1: "time_out"}, "encoded_lengths": {0: "batch"},
+    }
+
+
+def export_onnx(model: CTCModel, path: str | Path, variant: str, opset: int = DEFAULT_OPSET) -> Path:
+    """Write `model` (BatchNorm folded here; the argument is not modified) as ONNX `variant` to `path`."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+    if not isinstance(model, CTCModel):
+        raise TypeError(f"ONNX export supports CTCModel (speech recognition), got {type(model).__name__}")
+    if variant == "mel" and not hasattr(model.preprocessor, "featurizer"):
+        raise ValueError("the mel variant needs the log-mel preprocessor (AudioToMelSpectrogramPreprocessor)")
+    folded = fold_batchnorm(model)
+    wrapper = {"openvino": FeaturesToLogProbs, "lengths": FeaturesWithLengths, "mel": AudioWithLengths}[variant]
+    module = wrapper(folded).eval()
+    inputs, outputs, dynamic_axes = _signature(variant)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        # The TorchScript exporter (dynamo=False): it works offline, takes dynamic_axes directly, and
+        # traces the encoder's masks as ordinary ops; the default dynamo exporter needs onnxscript.
+        torch.onnx.export(
+            module, _example_inputs(model, variant), str(path), input_names=inputs, output_names=outputs,
+            dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False, do_constant_folding=True,
+        )
+    onnx_model = onnx.load(str(path))
+    metadata = {
+        "vocabulary": json.dumps(model.vocabulary), "blank_id": str(model.blank_id),
+        "sample_rate": str(model.preprocessor.sample_rate), "mel_variant": str(model.cfg.get("mel_variant", "")),
+        "signature": variant,
+    }
+    for key, value in metadata.items():
+        onnx_model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(onnx_model)
+    onnx.save(onnx_model, str(path))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m quartznet.export", description="Export a CTC QuartzNet (.nemo or .ckpt) to ONNX."
+    )
+    parser.add_argument("model", type=Path, help="a .nemo or Lightning .ckpt of a CTCModel")
+    parser.add_argument("out_dir", type=Path, help="directory for <model stem>.<variant>.onnx")
+    parser.add_argument("--variant", choices=[*VARIANTS, "all"], default="openvino")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    args = parser.parse_args(argv)
+
+    from quartznet.evaluation import load_model  # pulls in the data stack; only the CLI needs it
+
+    if not args.model.is_file():
+        parser.error(f"no such model file: {args.model}")
+    model = load_model(args.model)
+    if not isinstance(model, CTCModel):
+        parser.error(f"{args.model} is a {type(model).__name__}; ONNX export supports CTC models")
+    for variant in VARIANTS if args.variant == "all" else [args.variant]:
+        path = export_onnx(model, args.out_dir / f"{args.model.stem}.{variant}.onnx", variant, args.opset)
+        print(f"{variant}: {path}")
+
+
+if __name__ == "__main__":
+    main()
