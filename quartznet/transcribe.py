@@ -1,0 +1,317 @@
+"""Transcribe audio files, folders or manifests with a CTC model: JSON lines with the text and, on request,
+word timestamps from the CTC frames.
+
+Files longer than `chunk_seconds` are run through the encoder in overlapping windows, so memory for the
+encoder does not grow with the file. The log-mel features of the whole file are computed piecewise (each
+piece with enough audio context that its frames equal the whole-file frames) and normalised with
+whole-file statistics, as whole-file inference does; each window's encoder output keeps its central frames
+and drops the context frames, and the stitched log-probs are decoded once.
+
+    python -m quartznet.transcribe model.nemo audio/ more.flac manifest.json --timestamps --output out.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import soundfile
+import torch
+from tqdm import tqdm
+
+from quartznet.data.audio import AudioError, load_audio
+from quartznet.features import NORMALIZERS, FilterbankFeatures
+from quartznet.models import CTCModel
+
+MANIFEST_SUFFIXES = {".json", ".jsonl"}
+
+
+@dataclass(frozen=True)
+class AudioItem:
+    """One thing to transcribe: a file, or a slice of it when a manifest gives offset/duration."""
+
+    path: str
+    offset: float = 0.0
+    duration: float | None = None
+
+
+class InputError(ValueError):
+    """A command-line input that is neither audio, a folder nor a readable manifest."""
+
+
+def audio_suffixes() -> set[str]:
+    """File endings of every format this soundfile build reads (wav, flac, ogg, mp3, ...)."""
+    return {"." + name.lower() for name in soundfile.available_formats()} | {".oga", ".opus"}
+
+
+def _manifest_items(path: Path) -> list[AudioItem]:
+    # Transcription manifests need no `text` or `duration`, so read_manifests (which requires them for
+    # training) is not used; relative paths resolve against the manifest's folder as everywhere else.
+    items = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                audio = Path(str(row["audio_filepath"])).expanduser()
+                offset = float(row.get("offset") or 0.0)
+                duration = float(row["duration"]) if row.get("offset") and row.get("duration") else None
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                raise InputError(f"{path}:{number}: each line must be a JSON object with `audio_filepath` "
+                                 f"(and numeric `offset`/`duration` if given) ({error!r})") from error
+            items.append(AudioItem(str(audio if audio.is_absolute() else path.parent / audio), offset, duration))
+    return items
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[AudioItem]:
+    """Audio files as given, folders searched recursively for audio files, manifests read line by line."""
+    suffixes = audio_suffixes()
+    items: list[AudioItem] = []
+    for raw in inputs:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                raise InputError(f"{path}: no audio files ({', '.join(sorted(suffixes))}) in this folder")
+            items.extend(AudioItem(str(p)) for p in found)
+        elif path.suffix.lower() in MANIFEST_SUFFIXES:
+            if not path.is_file():
+                raise InputError(f"{path}: manifest not found")
+            items.extend(_manifest_items(path))
+        else:  # a missing or broken audio file is reported and skipped at loading, like any bad file
+            items.append(AudioItem(str(path)))
+    return items
+
+
+@contextlib.contextmanager
+def inference_settings(model: CTCModel) -> Iterator[None]:
+    """Eval mode and no feature padding (pad_to 0) while transcribing; the model's own settings come back
+    afterwards, so transcribing in the middle of training changes nothing."""
+    featurizer = model.preprocessor.featurizer
+    was_training, pad_to = model.training, featurizer.pad_to
+    model.eval()
+    featurizer.pad_to = 0
+    try:
+        yield
+    finally:
+        featurizer.pad_to = pad_to
+        model.train(was_training)
+
+
+def encoder_stride(model: CTCModel) -> int:
+    """Feature frames per output frame (2 for QuartzNet: only the first block has stride 2)."""
+    return math.prod(int(s[0] if isinstance(s, Sequence) else s) for s in (b.get("stride", 1) for b in model.cfg.encoder.jasper))
+
+
+def frame_seconds(model: CTCModel) -> float:
+    featurizer = model.preprocessor.featurizer
+    return featurizer.hop_length * encoder_stride(model) / model.preprocessor.sample_rate
+
+
+def whole_file_features(model: CTCModel, audio: torch.Tensor, piece_frames: int) -> torch.Tensor:
+    """(F, T) normalised log-mel features of a long (L,) recording, equal to what the preprocessor gives for
+    the whole file at once, computed in pieces of `piece_frames` frames so the STFT never sees the whole file."""
+    featurizer = model.preprocessor.featurizer
+    if not isinstance(featurizer, FilterbankFeatures):
+        raise ValueError("chunked transcription needs the mel front end (AudioToMelSpectrogramPreprocessor)")
+    hop = featurizer.hop_length
+    total = int(featurizer.frame_lengths(torch.tensor([audio.shape[0]])).item())
+    # Whole hops of context covering half a window: a frame that far inside a piece never sees the piece's
+    # edge padding, and pre-emphasis only differs on the piece's first sample.
+    context = math.ceil((featurizer.n_fft // 2 + 1) / hop) + 1
+    normalize, featurizer.normalize = featurizer.normalize, None
+    pieces = []
+    try:
+        for start in range(0, total, piece_frames):
+            stop = min(start + piece_frames, total)
+            left = min(context, start)
+            first_sample = (start - left) * hop
+            last_sample = min(audio.shape[0], (stop + context) * hop)
+            piece = audio[first_sample:last_sample].to(featurizer.fb.device).unsqueeze(0)
+            features, _ = model.preprocessor(input_signal=piece, length=torch.tensor([piece.shape[1]], device=piece.device))
+            pieces.append(features[0, :, left:left + stop - start])
+    finally:
+        featurizer.normalize = normalize
+    features = torch.cat(pieces, dim=1)
+    if normalize:
+        features = NORMALIZERS[normalize](features.unsqueeze(0), torch.tensor([total], device=features.device))[0]
+    return features
+
+
+def chunked_log_probs(
+    model: CTCModel, audio: torch.Tensor, chunk_seconds: float, overlap_seconds: float, batch_size: int
+) -> torch.Tensor:
+    """(T', V+1) log-probs of a long (L,) recording: windows of `chunk_seconds` plus `overlap_seconds` of
+    context on each side, `batch_size` windows at a time, central frames kept."""
+    stride = encoder_stride(model)
+    frames_per_second = model.preprocessor.sample_rate / model.preprocessor.featurizer.hop_length
+    # Window edges on whole output frames, so each window's output frames line up with the file's.
+    central = max(stride, round(chunk_seconds * frames_per_second / stride) * stride)
+    context = round(overlap_seconds * frames_per_second / stride) * stride
+    device = model.preprocessor.featurizer.fb.device
+    features = whole_file_features(model, audio, piece_frames=central)
+    total = features.shape[1]
+    windows = [(start, min(start + central, total)) for start in range(0, total, central)]
+    kept = []
+    for first in range(0, len(windows), batch_size):
+        group = windows[first:first + batch_size]
+        spans = [(max(0, s - context), min(total, e + context)) for s, e in group]
+        width = max(b - a for a, b in spans)
+        batch = torch.zeros(len(group), features.shape[0], width, device=device)
+        for row, (a, b) in enumerate(spans):
+            batch[row, :, :b - a] = features[:, a:b]
+        lengths = torch.tensor([b - a for a, b in spans], device=device)
+        log_probs, encoded_len, _ = model(processed_signal=batch, processed_signal_length=lengths)
+        for row, ((s, e), (a, _)) in enumerate(zip(group, spans)):
+            begin = (s - a) // stride
+            end = encoded_len[row].item() if e == total else begin + (e - s) // stride
+            kept.append(log_probs[row, begin:end].cpu())
+    return torch.cat(kept)
+
+
+def word_timestamps(best: Sequence[int], model: CTCModel, seconds_per_frame: float) -> list[dict[str, Any]]:
+    """Words of the greedy path with their times: a word starts at its first non-blank frame and ends
+    after its last one; the space label separates words."""
+    vocabulary, blank = model.vocabulary, model.blank_id
+    words: list[dict[str, Any]] = []
+    letters: list[str] = []
+    start = end = 0
+    previous = blank
+    for frame, token in enumerate(best):
+        if token != blank and vocabulary[token] == " ":
+            if letters:
+                words.append({"word": "".join(letters), "start": start, "end": end})
+                letters = []
+        elif token != blank:
+            if not letters:
+                start = frame
+            if token != previous:  # CTC: a repeated label without a blank between is one letter
+                letters.append(vocabulary[token])
+            end = frame + 1
+        previous = token
+    if letters:
+        words.append({"word": "".join(letters), "start": start, "end": end})
+    for word in words:
+        word["start"] = round(word["start"] * seconds_per_frame, 3)
+        word["end"] = round(word["end"] * seconds_per_frame, 3)
+    return words
+
+
+def _result(model: CTCModel, item: AudioItem, log_probs: torch.Tensor, timestamps: bool) -> dict[str, Any]:
+    """JSON row for one file from its (T', V+1) log-probs (valid frames only)."""
+    length = torch.tensor([log_probs.shape[0]])
+    row: dict[str, Any] = {"audio_filepath": item.path, "text": model.decode(log_probs.unsqueeze(0), length)[0]}
+    if timestamps:
+        row["words"] = word_timestamps(log_probs.argmax(-1).tolist(), model, frame_seconds(model))
+    return row
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def transcribe(
+    model: CTCModel,
+    paths: Sequence[str | os.PathLike | AudioItem],
+    batch_size: int = 16,
+    timestamps: bool = False,
+    chunk_seconds: float = 20.0,
+    overlap_seconds: float = 2.0,
+    progress: bool = False,
+    errors: list[AudioError] | None = None,
+) -> list[dict[str, Any]]:
+    """One `{"audio_filepath", "text"[, "words"]}` per readable input, in input order.
+
+    `paths` are audio files (folders and manifests are expanded by `expand_inputs`). Unreadable files are
+    skipped; pass a list as `errors` to receive their AudioError (path and reason). Files longer than
+    `chunk_seconds` go through `chunked_log_probs` with `overlap_seconds` of context on each side.
+    """
+    if batch_size < 1 or chunk_seconds <= 0 or overlap_seconds < 0:
+        raise ValueError("batch_size must be >= 1, chunk_seconds > 0 and overlap_seconds >= 0")
+    items = [p if isinstance(p, AudioItem) else AudioItem(str(p)) for p in paths]
+    errors = [] if errors is None else errors
+    sample_rate = model.preprocessor.sample_rate
+    device = next(model.parameters()).device
+    results: list[dict[str, Any]] = []
+    pending: list[tuple[AudioItem, torch.Tensor]] = []
+
+    def run_pending() -> None:
+        # Short files go through the model together, padded: outputs do not depend on the padding.
+        lengths = torch.tensor([audio.shape[0] for _, audio in pending], device=device)
+        batch = torch.nn.utils.rnn.pad_sequence([audio for _, audio in pending], batch_first=True).to(device)
+        log_probs, encoded_len, _ = model(input_signal=batch, input_signal_length=lengths)
+        for row, (item, _) in enumerate(pending):
+            results.append(_result(model, item, log_probs[row, :encoded_len[row]].cpu(), timestamps))
+        pending.clear()
+
+    with inference_settings(model), torch.inference_mode():
+        for item in tqdm(items, desc="transcribing", unit="file", disable=not progress, file=sys.stderr):
+            try:
+                audio = load_audio(item.path, sample_rate, offset=item.offset, duration=item.duration)
+            except AudioError as error:
+                errors.append(error)
+                continue
+            if audio.shape[0] > chunk_seconds * sample_rate:
+                if pending:  # keep the output in input order
+                    run_pending()
+                log_probs = chunked_log_probs(model, audio.to(device), chunk_seconds, overlap_seconds, batch_size)
+                results.append(_result(model, item, log_probs, timestamps))
+            else:
+                pending.append((item, audio))
+                if len(pending) == batch_size:
+                    run_pending()
+        if pending:
+            run_pending()
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="transcribe", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="a CTC model: .nemo or Lightning .ckpt")
+    parser.add_argument("inputs", nargs="+", help="audio files, folders (searched recursively) or .json/.jsonl manifests")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--timestamps", action="store_true", help="add word start/end times in seconds")
+    parser.add_argument("--output", help="write JSON lines here instead of printing them")
+    parser.add_argument("--chunk-seconds", type=float, default=20.0, help="longer files are transcribed in chunks")
+    parser.add_argument("--overlap-seconds", type=float, default=2.0, help="context on each side of a chunk")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    args = parser.parse_args(argv)
+
+    from quartznet.evaluation import load_model  # here, so `--help` does not pay for importing Lightning
+
+    try:
+        items = expand_inputs(args.inputs)
+    except InputError as error:
+        parser.error(str(error))
+    model = load_model(args.model)
+    if not isinstance(model, CTCModel):
+        parser.error(f"{args.model}: a keyword classifier, not a CTC speech recognition model")
+    model = model.to(resolve_device(args.device))
+    errors: list[AudioError] = []
+    rows = transcribe(model, items, batch_size=args.batch_size, timestamps=args.timestamps,
+                      chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
+                      progress=True, errors=errors)
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if args.output:
+        Path(args.output).write_text(lines, encoding="utf-8")
+    else:
+        sys.stdout.write(lines)
+    for error in errors:
+        print(f"skipped {error.path}: {error.reason}", file=sys.stderr)
+    print(f"transcribed {len(rows)} of {len(items)} inputs ({len(errors)} skipped)", file=sys.stderr)
+    return 0 if rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
