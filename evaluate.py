@@ -2,6 +2,8 @@
 
     python evaluate.py checkpoint=runs/demo/model.nemo manifest=data/synthetic_asr/test.json
     python evaluate.py checkpoint=QuartzNet15x5Base-En.nemo split=test-clean amp=true
+    python evaluate.py checkpoint=runs/demo/model.nemo manifest=... decoding.strategy=beam \
+        decoding.lm_path=runs/lm/train_3gram.arpa decoding.lexicon_path=runs/lm/lexicon.txt
 
 ASR: prints WER (with substitutions / deletions / insertions), CER and the worst utterances; writes a
 predictions manifest (`pred_text` per line, `text` = the normalised reference that was scored) and a
@@ -19,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from quartznet.data.manifest import write_manifest
+from quartznet.decoding import BeamSearchDecoder
 from quartznet.evaluation import (
     evaluate_asr,
     evaluate_classifier,
@@ -34,6 +37,19 @@ log = logging.getLogger("evaluate")
 LIBRISPEECH_SPLITS = ("dev-clean", "dev-other", "test-clean", "test-other")
 
 
+def use_decoding(model: CTCModel, decoding: DictConfig) -> None:
+    """Make `model.decode` (what evaluate_asr transcribes with) follow `decoding.strategy`."""
+    if decoding.strategy == "greedy":
+        return
+    if decoding.strategy != "beam":
+        raise ValueError(f"decoding.strategy={decoding.strategy!r}: choose greedy or beam")
+    beam = BeamSearchDecoder(model.vocabulary, model.blank_id, lm_path=decoding.lm_path,
+                             lexicon_path=decoding.lexicon_path, beam_size=decoding.beam_size,
+                             lm_weight=decoding.lm_weight, word_score=decoding.word_score)
+    model.decode = beam.decode  # an instance attribute shadows the greedy method for this model only
+    log.info("beam search: %s", dict(decoding))
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> dict:
     if bool(cfg.manifest) == bool(cfg.split):
@@ -46,6 +62,7 @@ def main(cfg: DictConfig) -> dict:
     model = load_model(cfg.checkpoint)
     options = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=device, amp=cfg.amp)
     if isinstance(model, CTCModel):
+        use_decoding(model, cfg.decoding)
         result = evaluate_asr(model, manifest, **options)
         report = format_asr_report(result, cfg.worst)
         plot_asr_summary({Path(manifest).stem: result.summary()}, output_dir / "evaluation_summary.png")
