@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -37,17 +38,16 @@ log = logging.getLogger("evaluate")
 LIBRISPEECH_SPLITS = ("dev-clean", "dev-other", "test-clean", "test-other")
 
 
-def use_decoding(model: CTCModel, decoding: DictConfig) -> None:
-    """Make `model.decode` (what evaluate_asr transcribes with) follow `decoding.strategy`."""
+def decoder_for(model: CTCModel, decoding: DictConfig) -> Callable:
+    """(log_probs, lengths) -> texts, as `decoding.strategy` says: the model's greedy decode or beam search."""
     if decoding.strategy == "greedy":
-        return
+        return model.decode
     if decoding.strategy != "beam":
         raise ValueError(f"decoding.strategy={decoding.strategy!r}: choose greedy or beam")
-    beam = BeamSearchDecoder(model.vocabulary, model.blank_id, lm_path=decoding.lm_path,
-                             lexicon_path=decoding.lexicon_path, beam_size=decoding.beam_size,
-                             lm_weight=decoding.lm_weight, word_score=decoding.word_score)
-    model.decode = beam.decode  # an instance attribute shadows the greedy method for this model only
     log.info("beam search: %s", dict(decoding))
+    return BeamSearchDecoder(model.vocabulary, model.blank_id, lm_path=decoding.lm_path,
+                             lexicon_path=decoding.lexicon_path, beam_size=decoding.beam_size,
+                             lm_weight=decoding.lm_weight, word_score=decoding.word_score).decode
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
@@ -62,8 +62,7 @@ def main(cfg: DictConfig) -> dict:
     model = load_model(cfg.checkpoint)
     options = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=device, amp=cfg.amp)
     if isinstance(model, CTCModel):
-        use_decoding(model, cfg.decoding)
-        result = evaluate_asr(model, manifest, **options)
+        result = evaluate_asr(model, manifest, decode=decoder_for(model, cfg.decoding), **options)
         report = format_asr_report(result, cfg.worst)
         plot_asr_summary({Path(manifest).stem: result.summary()}, output_dir / "evaluation_summary.png")
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +90,10 @@ def _batches_with_indices(dataset, batch_size: int, num_workers: int, collate):
 def evaluate_asr(
     model: CTCModel, manifest: str, batch_size: int = 32, num_workers: int = 2,
     device: torch.device = torch.device("cpu"), amp: bool = False,
+    decode: Callable[[torch.Tensor, torch.Tensor], list[str]] | None = None,
 ) -> AsrResult:
+    """`decode` (log_probs, lengths) -> texts: the model's greedy decoding unless given (e.g. beam search)."""
+    decode = decode or model.decode
     dataset = AudioToCharDataset(manifest, model.vocabulary, sample_rate=model.preprocessor.sample_rate, max_duration=None)
     model = model.to(device).eval()
     result = AsrResult()
@@ -103,7 +106,7 @@ def evaluate_asr(
             continue
         with torch.inference_mode(), autocast_context(device, amp):
             log_probs, encoded_len, _ = model(input_signal=batch.audio.to(device), input_signal_length=batch.audio_len.to(device))
-        for index, text in zip(kept, model.decode(log_probs, encoded_len)):
+        for index, text in zip(kept, decode(log_probs, encoded_len)):
             predictions[index] = text
     progress.close()
     for index in sorted(predictions):
