@@ -36,20 +36,9 @@ from quartznet.heads import ctc_greedy_decode
 from quartznet.metrics import ErrorCounts, utterance_errors
 from quartznet.models import CTCModel
 
-SAMPLE_RATE = 16000
-CONFIG = Path(__file__).resolve().parents[1] / "conf" / "model" / "quartznet_15x5.yaml"
+from bench_model import CONFIG, SAMPLE_RATE, median_seconds  # bench/ is the script's folder
+
 Runner = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-def median_seconds(step: Callable[[], object], warmup: int, runs: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def torch_runner(model: CTCModel, bf16: bool = False) -> Runner:
@@ -108,7 +97,7 @@ def bench_speed(paths: dict[str, Runner], warmup: int, runs: int) -> dict[str, d
         audio = torch.randn(batch, 10 * SAMPLE_RATE, generator=torch.Generator().manual_seed(0)) * 0.1
         lengths = torch.full((batch,), audio.shape[1])
         for name, run in paths.items():
-            seconds = median_seconds(lambda: run(audio, lengths), warmup, runs)
+            seconds, _ = median_seconds(lambda: run(audio, lengths), warmup, runs)
             results.setdefault(name, {})[f"rtf_{batch}x10s"] = seconds / (batch * 10.0)
             print(f"{name:34s} batch {batch:2d} x 10 s: {seconds * 1000:7.0f} ms, RTF {seconds / (batch * 10):.4f}")
     return results
