@@ -23,9 +23,14 @@ from test_training import asr_data, fit, subset_manifest, tiny_asr_config
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is needed for speech (make setup installs it)")
 
 
+SILENCE_SAMPLES = 16000  # 1 s
+
+
 @pytest.fixture(scope="module")
 def overfit(tmp_path_factory) -> tuple[CTCModel, list]:
-    """A tiny model that has memorised 4 espeak-ng utterances (WER 0 on them), and those utterances."""
+    """A tiny model that has memorised 4 espeak-ng utterances (WER 0 on them), and those utterances.
+
+    It also trains on an 8 kHz-band copy of each and on a copy after 1 s of silence (`silence{i}.wav`)."""
     from data_prep.synthetic import generate_asr
 
     folder = tmp_path_factory.mktemp("asr")
@@ -37,7 +42,9 @@ def overfit(tmp_path_factory) -> tuple[CTCModel, list]:
     rows = []
     for i, entry in enumerate(entries):
         wave = load_audio(entry.audio_filepath)
-        variants = {"": wave, "narrow": torchaudio.functional.resample(torchaudio.functional.resample(wave, 16000, 8000), 8000, 16000)}
+        # and the copy after a second of silence is what the timestamp test decodes.
+        variants = {"": wave, "narrow": torchaudio.functional.resample(torchaudio.functional.resample(wave, 16000, 8000), 8000, 16000),
+                    "silence": torch.cat([torch.zeros(SILENCE_SAMPLES), wave])}
         for name, audio in variants.items():
             path = folder / f"{name}{i}.wav" if name else entry.audio_filepath
             if name:
@@ -82,6 +89,16 @@ def test_timestamps_are_monotonic_inside_the_audio_and_spell_the_text(overfit):
         times = [t for w in words for t in (w["start"], w["end"])]
         assert times == sorted(times) and all(w["start"] < w["end"] for w in words)
         assert times[0] >= 0 and times[-1] <= entry.duration + 0.02
+
+
+def test_a_word_after_a_known_silence_starts_after_it(overfit):
+    model, entries = overfit
+    folder = entries[0].audio_filepath.parents[4]  # the corpus folder: LibriSpeech/<split>/<spk>/<chapter>/<file>
+    for i, entry in enumerate(entries):
+        row = transcribe(model, [folder / f"silence{i}.wav"], timestamps=True)[0]
+        assert row["text"] == entry.text
+        # CTC emits a character at its peak, which may come a few 20 ms frames before the sound itself.
+        assert SILENCE_SAMPLES / 16000 - 0.15 <= row["words"][0]["start"] <= SILENCE_SAMPLES / 16000 + 0.3
 
 
 def long_recording(entries, seconds: float) -> torch.Tensor:
