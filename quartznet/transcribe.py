@@ -18,7 +18,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,10 +206,14 @@ def word_timestamps(best: Sequence[int], model: CTCModel, seconds_per_frame: flo
     return words
 
 
-def _result(model: CTCModel, item: AudioItem, log_probs: torch.Tensor, timestamps: bool) -> dict[str, Any]:
-    """JSON row for one file from its (T', V+1) log-probs (valid frames only)."""
+Decode = Callable[[torch.Tensor, torch.Tensor], list[str]]  # (B, T', V+1) log-probs, (B,) lengths -> texts
+
+
+def _result(model: CTCModel, item: AudioItem, log_probs: torch.Tensor, timestamps: bool, decode: Decode) -> dict[str, Any]:
+    """JSON row for one file from its (T', V+1) log-probs (valid frames only). Word times always come
+    from the best path (greedy), whatever `decode` is."""
     length = torch.tensor([log_probs.shape[0]])
-    row: dict[str, Any] = {"audio_filepath": item.path, "text": model.decode(log_probs.unsqueeze(0), length)[0]}
+    row: dict[str, Any] = {"audio_filepath": item.path, "text": decode(log_probs.unsqueeze(0), length)[0]}
     if timestamps:
         row["words"] = word_timestamps(log_probs.argmax(-1).tolist(), model, frame_seconds(model))
     return row
@@ -230,13 +234,17 @@ def transcribe(
     overlap_seconds: float = 2.0,
     progress: bool = False,
     errors: list[AudioError] | None = None,
+    decode: Decode | None = None,
 ) -> list[dict[str, Any]]:
     """One `{"audio_filepath", "text"[, "words"]}` per readable input, in input order.
 
     `paths` are audio files (folders and manifests are expanded by `expand_inputs`). Unreadable files are
     skipped; pass a list as `errors` to receive their AudioError (path and reason). Files longer than
     `chunk_seconds` go through `chunked_log_probs` with `overlap_seconds` of context on each side.
+    `decode` turns log-probs into text: the model's greedy decoding unless given (e.g. a
+    `quartznet.decoding.BeamSearchDecoder(...).decode`).
     """
+    decode = decode or model.decode
     if batch_size < 1 or chunk_seconds <= 0 or overlap_seconds < 0:
         raise ValueError("batch_size must be >= 1, chunk_seconds > 0 and overlap_seconds >= 0")
     items = [p if isinstance(p, AudioItem) else AudioItem(str(p)) for p in paths]
@@ -252,7 +260,7 @@ def transcribe(
         batch = torch.nn.utils.rnn.pad_sequence([audio for _, audio in pending], batch_first=True).to(device)
         log_probs, encoded_len, _ = model(input_signal=batch, input_signal_length=lengths)
         for row, (item, _) in enumerate(pending):
-            results.append(_result(model, item, log_probs[row, :encoded_len[row]].cpu(), timestamps))
+            results.append(_result(model, item, log_probs[row, :encoded_len[row]].cpu(), timestamps, decode))
         pending.clear()
 
     with inference_settings(model), torch.inference_mode():
@@ -266,7 +274,7 @@ def transcribe(
                 if pending:  # keep the output in input order
                     run_pending()
                 log_probs = chunked_log_probs(model, audio.to(device), chunk_seconds, overlap_seconds, batch_size)
-                results.append(_result(model, item, log_probs, timestamps))
+                results.append(_result(model, item, log_probs, timestamps, decode))
             else:
                 pending.append((item, audio))
                 if len(pending) == batch_size:
@@ -286,6 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chunk-seconds", type=float, default=20.0, help="longer files are transcribed in chunks")
     parser.add_argument("--overlap-seconds", type=float, default=2.0, help="context on each side of a chunk")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    beam = parser.add_argument_group("beam search (docs/recipes.md); greedy unless --beam-size or --lm is given")
+    beam.add_argument("--beam-size", type=int, help="beams to keep (default 32 once beam search is on)")
+    beam.add_argument("--lm", help="KenLM n-gram (ARPA or binary), e.g. from python -m data_prep.build_lm")
+    beam.add_argument("--lexicon", help="lexicon file: only its words are output (python -m quartznet.decoding lexicon)")
+    beam.add_argument("--lm-weight", type=float, default=0.5)
+    beam.add_argument("--word-score", type=float, default=0.0)
     args = parser.parse_args(argv)
 
     from quartznet.evaluation import load_model  # here, so `--help` does not pay for importing Lightning
@@ -298,10 +312,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not isinstance(model, CTCModel):
         parser.error(f"{args.model}: a keyword classifier, not a CTC speech recognition model")
     model = model.to(resolve_device(args.device))
+    decode = None
+    if args.beam_size or args.lm or args.lexicon:
+        from quartznet.decoding import BeamSearchDecoder
+
+        decode = BeamSearchDecoder(model.vocabulary, model.blank_id, lm_path=args.lm, lexicon_path=args.lexicon,
+                                   beam_size=args.beam_size or 32, lm_weight=args.lm_weight,
+                                   word_score=args.word_score).decode
     errors: list[AudioError] = []
     rows = transcribe(model, items, batch_size=args.batch_size, timestamps=args.timestamps,
                       chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
-                      progress=True, errors=errors)
+                      progress=True, errors=errors, decode=decode)
     lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     if args.output:
         Path(args.output).write_text(lines, encoding="utf-8")

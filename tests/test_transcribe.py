@@ -176,3 +176,15 @@ def test_silence_gives_no_words():
     from quartznet.transcribe import word_timestamps
 
     assert word_timestamps(best, model, 0.02) == []
+
+
+def test_cli_beam_search_with_a_lexicon_gives_the_lexicon_words(overfit, tmp_path, capsys):
+    pytest.importorskip("flashlight.lib.text", reason="beam search needs flashlight-text")
+    from quartznet.decoding import build_lexicon
+
+    model, entries = overfit
+    checkpoint = model.save_to(tmp_path / "model.nemo")
+    lexicon = build_lexicon(sorted({w for e in entries for w in e.text.split()}), model.vocabulary, tmp_path / "lexicon.txt")
+    assert main([str(checkpoint), *[str(e.audio_filepath) for e in entries], "--lexicon", str(lexicon), "--beam-size", "8"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["text"] for row in rows] == [e.text for e in entries]
