@@ -29,9 +29,8 @@ from quartznet.evaluation import (
     format_asr_report,
     format_classification_report,
     librispeech_manifest,
-    load_model,
 )
-from quartznet.models import CTCModel
+from quartznet.models import CTCModel, load_model
 from quartznet.plots import plot_asr_summary, plot_confusion_matrix
 
 log = logging.getLogger("evaluate")

@@ -29,12 +29,12 @@ import torch
 from omegaconf import OmegaConf
 
 from quartznet.data.datasets import AudioToCharDataset, Skipped, collate_asr
-from quartznet.evaluation import evaluate_asr, load_model
+from quartznet.evaluation import evaluate_asr
 from quartznet.export import export_onnx
 from quartznet.fold import fold_batchnorm
 from quartznet.heads import ctc_greedy_decode
 from quartznet.metrics import ErrorCounts, utterance_errors
-from quartznet.models import CTCModel
+from quartznet.models import CTCModel, load_model
 
 from bench_model import CONFIG, SAMPLE_RATE, median_seconds  # bench/ is the script's folder
 

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import torch
 
-from quartznet.data.datasets import AudioToCharDataset, collate_asr
-from quartznet.evaluation import _batches_with_indices, autocast_context, load_model
+from quartznet.evaluation import asr_dataset, utterance_outputs
 from quartznet.metrics import ErrorCounts, utterance_errors
-from quartznet.models import CTCModel
+from quartznet.heads import LABELS
+from quartznet.models import CTCModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -208,18 +208,8 @@ def collect_log_probs(
 ) -> tuple[list[torch.Tensor], list[str]]:
     """Per-utterance log-probabilities (T_i, V+1) on the CPU and the normalised references, in
     manifest order: computed once so that many decoder settings can be scored without the network."""
-    dataset = AudioToCharDataset(str(manifest), model.vocabulary, sample_rate=model.preprocessor.sample_rate,
-                                 max_duration=None)
-    model = model.to(device).eval()
-    outputs: dict[int, torch.Tensor] = {}
-    for kept, batch in _batches_with_indices(dataset, batch_size, 0, collate_asr):
-        if not kept:
-            continue
-        with torch.inference_mode(), autocast_context(device, amp):
-            log_probs, encoded_len, _ = model(input_signal=batch.audio.to(device),
-                                              input_signal_length=batch.audio_len.to(device))
-        for row, index in enumerate(kept):
-            outputs[index] = log_probs[row, : int(encoded_len[row])].float().cpu()
+    dataset = asr_dataset(model, manifest)
+    outputs = dict(utterance_outputs(model, dataset, batch_size, num_workers=0, device=device, amp=amp))
     indices = sorted(outputs)
     references = [dataset.tokenizer.decode(dataset.tokens[i].tolist()) for i in indices]
     return [outputs[i] for i in indices], references
@@ -284,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     if args.command == "lexicon":
-        vocabulary = load_model(args.model).vocabulary if args.model else [" ", *"abcdefghijklmnopqrstuvwxyz", "'"]
+        vocabulary = load_model(args.model).vocabulary if args.model else LABELS
         words = [w for path in args.words for w in read_words(path)]
         print(f"wrote {build_lexicon(words, vocabulary, args.out)}")
         return

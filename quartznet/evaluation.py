@@ -4,33 +4,30 @@ per-class precision/recall, and the reports evaluate.py prints and saves."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from quartznet.checkpoint import load_checkpoint
-from quartznet.data.datasets import AudioToCharDataset, AudioToLabelDataset, SkipReport, collate_asr, collate_labels
+from quartznet.data.datasets import (
+    AudioToCharDataset,
+    AudioToLabelDataset,
+    Skipped,
+    SkipReport,
+    collate_asr,
+    collate_labels,
+)
 from quartznet.datamodule import evaluation_batches
 from quartznet.metrics import ErrorCounts, utterance_errors
 from quartznet.models import ClassificationModel, CTCModel, QuartzNetModel
 
 log = logging.getLogger(__name__)
-
-
-def load_model(path: str | Path) -> QuartzNetModel:
-    """A `.nemo` or `.ckpt` as the model class its config names (CTC or classification)."""
-    config, weights = load_checkpoint(path)
-    target = str(config.get("target", ""))
-    cls = ClassificationModel if target.endswith("EncDecClassificationModel") else CTCModel
-    model = cls(config)
-    model.load_state_dict(weights)
-    return model.eval()
 
 
 def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -73,18 +70,57 @@ class ClassificationResult:
         return {"accuracy": correct / max(total, 1), "utterances": total, "per_class": per_class}
 
 
-def _loader(dataset, batch_size: int, num_workers: int, collate) -> DataLoader:
-    return DataLoader(dataset, batch_sampler=evaluation_batches(dataset.durations, batch_size, 0, 1),
-                      num_workers=num_workers, collate_fn=collate)
+class _WithIndex(Dataset):
+    """Items as (dataset index, item): the index travels with the item through DataLoader workers."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, Any]:
+        return index, self.dataset[index]
 
 
-def _batches_with_indices(dataset, batch_size: int, num_workers: int, collate):
-    """Batches plus the dataset indices of their kept items (skipped items are dropped by collate)."""
-    loader = _loader(dataset, batch_size, num_workers, collate)
-    for indices, batch in zip(loader.batch_sampler, loader):
-        skipped_paths = {path for path, _ in batch.skipped}
-        kept = [i for i in indices if str(dataset.entries[i].audio_filepath) not in skipped_paths]
-        yield kept, batch
+def _collate_with_indices(collate: Callable, pairs: Sequence[tuple[int, Any]]) -> tuple[list[int], Any]:
+    """(indices of the items the collate keeps, batch): skipped items leave the batch and the index list."""
+    return [index for index, item in pairs if not isinstance(item, Skipped)], collate([item for _, item in pairs])
+
+
+def asr_dataset(model: CTCModel, manifest: str | Path) -> AudioToCharDataset:
+    """Every utterance of a manifest, long ones included (evaluation scores them all)."""
+    return AudioToCharDataset(str(manifest), model.vocabulary, sample_rate=model.preprocessor.sample_rate, max_duration=None)
+
+
+def utterance_outputs(
+    model: QuartzNetModel, dataset: Dataset, batch_size: int = 32, num_workers: int = 2,
+    device: torch.device = torch.device("cpu"), amp: bool = False, skipped: SkipReport | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(dataset index, output on the CPU) per usable utterance, run in batches of similar duration:
+    (T_i, V+1) log-probs (valid frames) for a CTC model, (classes,) logits for a classifier. Unusable
+    files go to `skipped`."""
+    collate = collate_asr if isinstance(model, CTCModel) else collate_labels
+    loader = DataLoader(
+        _WithIndex(dataset), batch_sampler=evaluation_batches(dataset.durations, batch_size, 0, 1),
+        num_workers=num_workers, collate_fn=functools.partial(_collate_with_indices, collate),
+    )
+    model = model.to(device).eval()
+    with tqdm(total=len(dataset), desc="evaluating", unit="utt") as progress:
+        for kept, batch in loader:
+            progress.update(len(kept) + len(batch.skipped))
+            if skipped is not None:
+                skipped.add(batch.skipped)
+            if not kept:
+                continue
+            with torch.inference_mode(), autocast_context(device, amp):
+                output = model(input_signal=batch.audio.to(device), input_signal_length=batch.audio_len.to(device))
+            if isinstance(model, CTCModel):
+                log_probs, encoded_len, _ = output
+                rows = [log_probs[row, : int(encoded_len[row])] for row in range(len(kept))]
+            else:
+                rows = list(output)
+            yield from zip(kept, (row.float().cpu() for row in rows))
 
 
 def evaluate_asr(
@@ -94,21 +130,12 @@ def evaluate_asr(
 ) -> AsrResult:
     """`decode` (log_probs, lengths) -> texts: the model's greedy decoding unless given (e.g. beam search)."""
     decode = decode or model.decode
-    dataset = AudioToCharDataset(manifest, model.vocabulary, sample_rate=model.preprocessor.sample_rate, max_duration=None)
-    model = model.to(device).eval()
+    dataset = asr_dataset(model, manifest)
     result = AsrResult()
-    predictions: dict[int, str] = {}
-    progress = tqdm(total=len(dataset), desc="evaluating", unit="utt")
-    for kept, batch in _batches_with_indices(dataset, batch_size, num_workers, collate_asr):
-        result.skipped.add(batch.skipped)
-        progress.update(len(kept) + len(batch.skipped))
-        if not kept:
-            continue
-        with torch.inference_mode(), autocast_context(device, amp):
-            log_probs, encoded_len, _ = model(input_signal=batch.audio.to(device), input_signal_length=batch.audio_len.to(device))
-        for index, text in zip(kept, decode(log_probs, encoded_len)):
-            predictions[index] = text
-    progress.close()
+    predictions = {
+        index: decode(emission.unsqueeze(0), torch.tensor([emission.shape[0]]))[0]
+        for index, emission in utterance_outputs(model, dataset, batch_size, num_workers, device, amp, result.skipped)
+    }
     for index in sorted(predictions):
         entry = dataset.entries[index]
         reference = dataset.tokenizer.decode(dataset.tokens[index].tolist())
@@ -127,18 +154,12 @@ def evaluate_classifier(
     device: torch.device = torch.device("cpu"), amp: bool = False,
 ) -> ClassificationResult:
     dataset = AudioToLabelDataset(manifest, model.labels, sample_rate=model.preprocessor.sample_rate)
-    model = model.to(device).eval()
     result = ClassificationResult(labels=model.labels)
     result.confusion = [[0] * len(model.labels) for _ in model.labels]
-    predictions: dict[int, int] = {}
-    for kept, batch in tqdm(_batches_with_indices(dataset, batch_size, num_workers, collate_labels), desc="evaluating"):
-        result.skipped.add(batch.skipped)
-        if not kept:
-            continue
-        with torch.inference_mode(), autocast_context(device, amp):
-            logits = model(input_signal=batch.audio.to(device), input_signal_length=batch.audio_len.to(device))
-        for index, predicted in zip(kept, logits.argmax(-1).tolist()):
-            predictions[index] = predicted
+    predictions = {
+        index: int(logits.argmax())
+        for index, logits in utterance_outputs(model, dataset, batch_size, num_workers, device, amp, result.skipped)
+    }
     for index in sorted(predictions):
         entry, reference = dataset.entries[index], dataset.label_ids[index]
         result.confusion[reference][predictions[index]] += 1

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     args = parser.parse_args(argv)
 
-    from quartznet.evaluation import load_model  # pulls in the data stack; only the CLI needs it
+    from quartznet.models import load_model  # pulls in Lightning; only the CLI needs it
 
     if not args.model.is_file():
         parser.error(f"no such model file: {args.model}")

@@ -4,12 +4,13 @@ key filters, new vocabulary or labels), the data, the trainer; resume; write the
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from quartznet.checkpoint import load_checkpoint
@@ -36,13 +37,18 @@ def filter_keys(keys: Sequence[str], include: Sequence[str] | None, exclude: Seq
     return [k for k in kept if not exclude or not any(part in k for part in exclude)]
 
 
-def initialize_from(model: QuartzNetModel, path: str, include: Sequence[str] | None, exclude: Sequence[str] | None) -> list[str]:
+def initialize_from(
+    model: QuartzNetModel, path: str, include: Sequence[str] | None, exclude: Sequence[str] | None,
+    weights: Mapping[str, torch.Tensor] | None = None,
+) -> list[str]:
     """Copy the filtered weights of a `.nemo` / `.ckpt` into `model`; returns the keys loaded.
 
     A key the model lacks, or whose shape differs (a head for other labels), is not loaded and is
-    reported, so `exclude` is only needed to skip weights that would fit.
+    reported, so `exclude` is only needed to skip weights that would fit. `weights`: the checkpoint's
+    state dict when the caller has read it already.
     """
-    _, weights = load_checkpoint(path)
+    if weights is None:
+        _, weights = load_checkpoint(path)
     own = model.state_dict()
     wanted = filter_keys(list(weights), include, exclude)
     loadable = [k for k in wanted if k in own and own[k].shape == weights[k].shape]
@@ -62,8 +68,9 @@ def build_model(cfg: DictConfig) -> QuartzNetModel:
     labels, mel variant, ...) with cfg.model's optim and spec_augment; then init_from, new head, freezing."""
     cls = model_class(cfg.model)
     init = cfg.get("init_from")
+    weights = None
     if init and init.get("use_checkpoint_config"):
-        config, _ = load_checkpoint(init.path)
+        config, weights = load_checkpoint(init.path)
         for section in TRAINING_SECTIONS:
             if cfg.model.get(section) is not None:
                 config[section] = OmegaConf.to_container(cfg.model[section], resolve=True)
@@ -71,7 +78,7 @@ def build_model(cfg: DictConfig) -> QuartzNetModel:
     else:
         model = cls(cfg.model)
     if init:
-        initialize_from(model, init.path, init.get("include"), init.get("exclude"))
+        initialize_from(model, init.path, init.get("include"), init.get("exclude"), weights)
     if cfg.get("change_vocabulary"):
         if not isinstance(model, CTCModel):
             raise ValueError("change_vocabulary applies to CTC models; use change_labels for classifiers")

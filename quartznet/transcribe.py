@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     beam.add_argument("--word-score", type=float, default=0.0)
     args = parser.parse_args(argv)
 
-    from quartznet.evaluation import load_model  # here, so `--help` does not pay for importing Lightning
+    from quartznet.models import load_model  # here, so `--help` does not pay for importing Lightning
 
     try:
         items = expand_inputs(args.inputs)

@@ -218,7 +218,21 @@ def _load(entry: ManifestEntry, sample_rate: int, transform: WaveformTransform |
     return transform(audio) if transform is not None else audio
 
 
-class AudioToCharDataset(Dataset):
+class ManifestDataset(Dataset):
+    """What both manifest datasets share: `entries` (ManifestEntry, after the duration filter) and their
+    manifest `durations`, which DurationBucketSampler batches on."""
+
+    entries: list[ManifestEntry]
+
+    @property
+    def durations(self) -> list[float]:
+        return [entry.duration for entry in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+class AudioToCharDataset(ManifestDataset):
     """ASR manifest dataset: item i is ASRItem(audio (L,), tokens (U,)) or Skipped(path, reason).
 
     Texts are tokenized once here, so characters outside `labels` are counted and logged once
@@ -252,13 +266,6 @@ class AudioToCharDataset(Dataset):
                 "they are skipped (and reported per epoch)", manifest_filepath, self.empty_transcripts,
             )
 
-    @property
-    def durations(self) -> list[float]:
-        return [entry.duration for entry in self.entries]
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
     def __getitem__(self, index: int) -> ASRItem | Skipped:
         entry, tokens = self.entries[index], self.tokens[index]
         if tokens.numel() == 0:
@@ -267,7 +274,7 @@ class AudioToCharDataset(Dataset):
         return audio if isinstance(audio, Skipped) else ASRItem(audio, tokens)
 
 
-class AudioToLabelDataset(Dataset):
+class AudioToLabelDataset(ManifestDataset):
     """Classification manifest dataset: item i is LabelItem(audio (L,), label index) or Skipped.
 
     A manifest label not in `labels` is a ManifestError naming `file:line`, raised here.
@@ -295,13 +302,6 @@ class AudioToLabelDataset(Dataset):
                 )
         self.entries, self.filtered = _filter_durations(entries, min_duration, max_duration, str(manifest_filepath))
         self.label_ids = [index[entry.label] for entry in self.entries]
-
-    @property
-    def durations(self) -> list[float]:
-        return [entry.duration for entry in self.entries]
-
-    def __len__(self) -> int:
-        return len(self.entries)
 
     def __getitem__(self, index: int) -> LabelItem | Skipped:
         audio = _load(self.entries[index], self.sample_rate, self.waveform_transform)

@@ -340,6 +340,21 @@ class QuartzNetModel(pl.LightningModule):
         return save_nemo(save_path, self.nemo_config(), self.state_dict())
 
     @classmethod
+    def from_checkpoint_data(
+        cls, config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], source: str | os.PathLike, strict: bool = True
+    ) -> QuartzNetModel:
+        """The model `config` describes, with `state_dict` loaded (`source` names the file in errors)."""
+        model = cls(config)
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        if strict and (missing or unexpected):
+            raise ValueError(
+                f"{source}: weights do not fit the model its config describes: "
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )
+        return model
+
+    @classmethod
     def restore_from(
         cls, restore_path: str | os.PathLike, map_location: str | None = None, strict: bool = True
     ) -> QuartzNetModel:
@@ -352,14 +367,7 @@ class QuartzNetModel(pl.LightningModule):
                 f"{restore_path}: holds a {written_for}, which {cls.__name__} cannot load "
                 f"(it loads {expected} checkpoints)"
             )
-        model = cls(config)
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
-        if strict and (missing or unexpected):
-            raise ValueError(
-                f"{restore_path}: weights do not fit the model its config describes: "
-                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-            )
+        model = cls.from_checkpoint_data(config, state_dict, restore_path, strict)
         if map_location is not None:
             model = model.to(map_location)
         return model
