@@ -12,7 +12,8 @@
 A speaker is an espeak-ng English voice (accent) with a voice variant. The variants are split by seed
 into train / dev / test groups, so dev and test speakers are voices the train set never heard. Each
 utterance gets its own speaking rate, pitch, volume and a little white noise, is resampled from
-espeak-ng's 22050 Hz to 16 kHz mono and saved as 16-bit FLAC (asr) or WAV (kws).
+espeak-ng's 22050 Hz to 16 kHz mono and saved as 16-bit FLAC (asr) or WAV (kws). ASR sentences also get
+pauses of their own length before and after, over a noise floor that varies down to digital silence.
 
 Output depends only on the settings, the seed and the espeak-ng version (recorded in <out>/corpus.json):
 the same command gives the same bytes. Work runs on all cores, and a rerun only makes what is missing.
@@ -72,6 +73,15 @@ HELD_OUT_VARIANTS = 10  # variants per held-out group (dev, test); the rest are 
 # Words of the kws corpus that are not keywords: the "unknown" class of the 12-class task draws on them too.
 KWS_OTHER_WORDS = ("apple", "water", "paper", "garden", "music", "window", "yellow", "coffee")
 NOISE_SECONDS = 30
+# Pauses around each ASR sentence and its noise floor. Real recordings start and end with pauses of
+# varying length, some over a digital-silence floor; a model that only ever heard speech from the first
+# frame invents letters in such a pause. Pauses are u**3 * max seconds (mostly short, a fifth of the
+# leading ones over 0.5 s: the mean adds ~0.4 s to a ~1.7 s sentence, which the demo's CPU budget
+# affords); CLEAN_FRACTION of the sentences get no noise at all, the others white noise at ASR_SNR_DB.
+MAX_LEADING_PAUSE = 1.0
+MAX_TRAILING_PAUSE = 0.5
+CLEAN_FRACTION = 0.1
+ASR_SNR_DB = (20.0, 50.0)
 
 
 # --------------------------------------------------------------------------------------------- espeak-ng
@@ -138,6 +148,8 @@ class Utterance:
     snr_db: float  # white noise below the speech RMS
     noise_seed: int
     clip_offset: float = 0.0  # kws only: where the word starts in its 1 s clip, as a fraction of the free room
+    leading_pause: float = 0.0  # asr only: seconds of noise floor before and after the sentence
+    trailing_pause: float = 0.0
 
 
 def synthesise(utterance: Utterance) -> np.ndarray:
@@ -164,7 +176,7 @@ def finish(samples: np.ndarray, utterance: Utterance) -> np.ndarray:
 
 
 def add_noise(audio: np.ndarray, utterance: Utterance, reference: np.ndarray) -> np.ndarray:
-    """White noise `snr_db` below the RMS of `reference` (the speech), seeded per utterance."""
+    """White noise `snr_db` below the RMS of `reference` (the speech), seeded per utterance; none at snr_db=inf."""
     rms = float(np.sqrt(np.mean(reference**2))) if reference.size else 0.0
     noise = np.random.default_rng(utterance.noise_seed).standard_normal(audio.shape[0]).astype(np.float32)
     return np.clip(audio + noise * rms * 10 ** (-utterance.snr_db / 20), -1.0, 1.0)
@@ -186,8 +198,12 @@ def write_audio(path: Path, audio: np.ndarray, file_format: str) -> None:
 
 
 def render_sentence(utterance: Utterance) -> None:
-    audio = finish(synthesise(utterance), utterance)
-    write_audio(Path(utterance.path), add_noise(audio, utterance, audio), "FLAC")
+    """The sentence between its leading and trailing pauses, over the utterance's noise floor."""
+    speech = finish(synthesise(utterance), utterance)
+    pauses = [np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float32)
+              for seconds in (utterance.leading_pause, utterance.trailing_pause)]
+    audio = np.concatenate([pauses[0], speech, pauses[1]])
+    write_audio(Path(utterance.path), add_noise(audio, utterance, speech), "FLAC")
 
 
 def render_keyword(utterance: Utterance) -> None:
@@ -295,7 +311,15 @@ def plan_asr(
             index = counters[(speaker, chapter)]
             counters[(speaker, chapter)] += 1
             path = out / "LibriSpeech" / split / str(speaker) / str(chapter) / f"{speaker}-{chapter}-{index:04d}.flac"
-            utterances.append(Utterance(str(path), next(sentences), voice, variant, **random_prosody(rng, (130, 200))))
+            prosody = random_prosody(rng, (130, 200))
+            clean = rng.random() < CLEAN_FRACTION
+            prosody["snr_db"] = float("inf") if clean else round(rng.uniform(*ASR_SNR_DB), 2)
+            utterance = Utterance(
+                str(path), next(sentences), voice, variant, **prosody,
+                leading_pause=round(rng.random() ** 3 * MAX_LEADING_PAUSE, 3),
+                trailing_pause=round(rng.random() ** 3 * MAX_TRAILING_PAUSE, 3),
+            )
+            utterances.append(utterance)
     speakers = {
         str(speaker_ids[speaker]): {"voice": speaker[0], "variant": speaker[1], "split": split}
         for split in ASR_SPLITS
@@ -337,7 +361,8 @@ def generate_asr(
     version = espeak_version()
     utterances, speakers = plan_asr(out.absolute(), seed, sizes, min_words, max_words, accents)
     settings = {"corpus": "asr", "seed": seed, "sizes": sizes, "min_words": min_words, "max_words": max_words,
-                "accents": list(accents)}
+                "accents": list(accents), "max_pauses": [MAX_LEADING_PAUSE, MAX_TRAILING_PAUSE], "pause_power": 3,
+                "clean_fraction": CLEAN_FRACTION, "snr_db": list(ASR_SNR_DB)}
     claim_output(out, {"settings": settings, "espeak_ng": version, "speakers": speakers})
     render_all(render_sentence, utterances, jobs or os.cpu_count() or 1, "synthesise asr")
     write_transcripts(utterances)

@@ -69,6 +69,42 @@ def normalize_all_features(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
 NORMALIZERS = {"per_feature": normalize_per_feature, "all_features": normalize_all_features}
 
 
+class FeatureStatistics:
+    """Running mean and variance of (F, n) pieces of one recording, so that a recording too long to hold
+    is normalised as NORMALIZERS[mode] would normalise it whole: per channel ("per_feature") or over all
+    channels ("all_features"). Pieces merge in float64 with Chan et al.'s pairwise update (no
+    sum-of-squares cancellation however long the recording)."""
+
+    def __init__(self, mode: str):
+        if mode not in NORMALIZERS:
+            raise ValueError(f"normalize must be one of {sorted(NORMALIZERS)}, got {mode!r}")
+        self.mode = mode
+        self.count = 0
+        self.mean = torch.zeros(())
+        self.m2 = torch.zeros(())  # sum of squared deviations from the mean
+
+    def update(self, piece: torch.Tensor) -> None:
+        """Add a (F, n) piece of frames."""
+        x = piece.double().reshape(1, -1) if self.mode == "all_features" else piece.double()
+        count = x.shape[1]
+        if count == 0:
+            return
+        mean = x.mean(1)
+        m2 = (x - mean.unsqueeze(1)).pow(2).sum(1)
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean = self.mean + delta * count / total
+        self.m2 = self.m2 + m2 + delta.pow(2) * self.count * count / total
+        self.count = total
+
+    def normalize(self, piece: torch.Tensor) -> torch.Tensor:
+        """(F, n) -> (F, n) float32 with the statistics of every piece seen."""
+        if self.count == 0:
+            raise ValueError("FeatureStatistics.normalize before any update")
+        std = (self.m2 / (self.count - 1)).sqrt() if self.count > 1 else torch.zeros_like(self.m2)
+        return ((piece.double() - self.mean.unsqueeze(-1)) / (std.unsqueeze(-1) + NORMALIZE_EPS)).float()
+
+
 def pad_time_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Right-pad the time axis of (B, F, T) with zeros to a multiple of `multiple` (0 = no padding)."""
     if multiple > 0 and x.shape[-1] % multiple:
@@ -122,7 +158,11 @@ class FilterbankFeatures(nn.Module):
 
     @torch.autocast("cuda", enabled=False)
     @torch.autocast("cpu", enabled=False)
-    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, audio: torch.Tensor, lengths: torch.Tensor, normalize: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) samples -> (B, n_mels, T) log-mels, normalised unless `normalize` is False (pieces of a
+        long recording are normalised with whole-recording statistics instead, see FeatureStatistics)."""
         x = audio.float()  # (B, L)
         frames = self.frame_lengths(lengths)
         if self.training and self.dither > 0:
@@ -143,7 +183,7 @@ class FilterbankFeatures(nn.Module):
         power = torch.view_as_real(spec).pow(2).sum(-1)
         mel = torch.matmul(self.fb, power)  # (B, n_mels, T)
         x = torch.log(mel + LOG_ZERO_GUARD)
-        if self.normalize:
+        if self.normalize and normalize:
             x = NORMALIZERS[self.normalize](x, frames)
         x = x.masked_fill(~time_mask(frames, x.shape[-1]).unsqueeze(1), 0.0)
         return pad_time_to_multiple(x, self.pad_to), frames
@@ -201,9 +241,11 @@ class AudioToMelSpectrogramPreprocessor(nn.Module):
         )
 
     @torch.no_grad()
-    def forward(self, input_signal: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input_signal: torch.Tensor, length: torch.Tensor, normalize: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L) samples, (B,) lengths -> (B, n_mels, T) features, (B,) frame lengths."""
-        return self.featurizer(input_signal, length)
+        return self.featurizer(input_signal, length, normalize)
 
 
 def crop_or_pad_frames(

@@ -1,11 +1,8 @@
 """Transcribe audio files, folders or manifests with a CTC model: JSON lines with the text and, on request,
 word timestamps from the CTC frames.
 
-Files longer than `chunk_seconds` are run through the encoder in overlapping windows, so memory for the
-encoder does not grow with the file. The log-mel features of the whole file are computed piecewise (each
-piece with enough audio context that its frames equal the whole-file frames) and normalised with
-whole-file statistics, as whole-file inference does; each window's encoder output keeps its central frames
-and drops the context frames, and the stitched log-probs are decoded once.
+Files longer than `chunk_seconds` are streamed from disk through the encoder in overlapping windows with
+memory that does not grow with the file (quartznet.long_audio); the stitched log-probs are decoded once.
 
     python -m quartznet.transcribe model.nemo audio/ more.flac manifest.json --timestamps --output out.jsonl
 """
@@ -15,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -27,11 +23,12 @@ import soundfile
 import torch
 from tqdm import tqdm
 
-from quartznet.data.audio import AudioError, load_audio
-from quartznet.features import NORMALIZERS, FilterbankFeatures
+from quartznet.data.audio import AudioError, audio_duration, load_audio, stream_audio
+from quartznet.long_audio import chunked_log_probs, encoder_stride
 from quartznet.models import CTCModel
 
 MANIFEST_SUFFIXES = {".json", ".jsonl"}
+LONG_FILE_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} s of audio [{elapsed}<{remaining}]"
 
 
 @dataclass(frozen=True)
@@ -107,75 +104,9 @@ def inference_settings(model: CTCModel) -> Iterator[None]:
         model.train(was_training)
 
 
-def encoder_stride(model: CTCModel) -> int:
-    """Feature frames per output frame (2 for QuartzNet: only the first block has stride 2)."""
-    return math.prod(int(s[0] if isinstance(s, Sequence) else s) for s in (b.get("stride", 1) for b in model.cfg.encoder.jasper))
-
-
 def frame_seconds(model: CTCModel) -> float:
     featurizer = model.preprocessor.featurizer
     return featurizer.hop_length * encoder_stride(model) / model.preprocessor.sample_rate
-
-
-def whole_file_features(model: CTCModel, audio: torch.Tensor, piece_frames: int) -> torch.Tensor:
-    """(F, T) normalised log-mel features of a long (L,) recording, equal to what the preprocessor gives for
-    the whole file at once, computed in pieces of `piece_frames` frames so the STFT never sees the whole file."""
-    featurizer = model.preprocessor.featurizer
-    if not isinstance(featurizer, FilterbankFeatures):
-        raise ValueError("chunked transcription needs the mel front end (AudioToMelSpectrogramPreprocessor)")
-    hop = featurizer.hop_length
-    total = int(featurizer.frame_lengths(torch.tensor([audio.shape[0]])).item())
-    # Whole hops of context covering half a window: a frame that far inside a piece never sees the piece's
-    # edge padding, and pre-emphasis only differs on the piece's first sample.
-    context = math.ceil((featurizer.n_fft // 2 + 1) / hop) + 1
-    normalize, featurizer.normalize = featurizer.normalize, None
-    pieces = []
-    try:
-        for start in range(0, total, piece_frames):
-            stop = min(start + piece_frames, total)
-            left = min(context, start)
-            first_sample = (start - left) * hop
-            last_sample = min(audio.shape[0], (stop + context) * hop)
-            piece = audio[first_sample:last_sample].to(featurizer.fb.device).unsqueeze(0)
-            features, _ = model.preprocessor(input_signal=piece, length=torch.tensor([piece.shape[1]], device=piece.device))
-            pieces.append(features[0, :, left:left + stop - start])
-    finally:
-        featurizer.normalize = normalize
-    features = torch.cat(pieces, dim=1)
-    if normalize:
-        features = NORMALIZERS[normalize](features.unsqueeze(0), torch.tensor([total], device=features.device))[0]
-    return features
-
-
-def chunked_log_probs(
-    model: CTCModel, audio: torch.Tensor, chunk_seconds: float, overlap_seconds: float, batch_size: int
-) -> torch.Tensor:
-    """(T', V+1) log-probs of a long (L,) recording: windows of `chunk_seconds` plus `overlap_seconds` of
-    context on each side, `batch_size` windows at a time, central frames kept."""
-    stride = encoder_stride(model)
-    frames_per_second = model.preprocessor.sample_rate / model.preprocessor.featurizer.hop_length
-    # Window edges on whole output frames, so each window's output frames line up with the file's.
-    central = max(stride, round(chunk_seconds * frames_per_second / stride) * stride)
-    context = round(overlap_seconds * frames_per_second / stride) * stride
-    device = model.preprocessor.featurizer.fb.device
-    features = whole_file_features(model, audio, piece_frames=central)
-    total = features.shape[1]
-    windows = [(start, min(start + central, total)) for start in range(0, total, central)]
-    kept = []
-    for first in range(0, len(windows), batch_size):
-        group = windows[first:first + batch_size]
-        spans = [(max(0, s - context), min(total, e + context)) for s, e in group]
-        width = max(b - a for a, b in spans)
-        batch = torch.zeros(len(group), features.shape[0], width, device=device)
-        for row, (a, b) in enumerate(spans):
-            batch[row, :, :b - a] = features[:, a:b]
-        lengths = torch.tensor([b - a for a, b in spans], device=device)
-        log_probs, encoded_len, _ = model(processed_signal=batch, processed_signal_length=lengths)
-        for row, ((s, e), (a, _)) in enumerate(zip(group, spans)):
-            begin = (s - a) // stride
-            end = encoded_len[row].item() if e == total else begin + (e - s) // stride
-            kept.append(log_probs[row, begin:end].cpu())
-    return torch.cat(kept)
 
 
 def word_timestamps(best: Sequence[int], model: CTCModel, seconds_per_frame: float) -> list[dict[str, Any]]:
@@ -217,6 +148,12 @@ def _result(model: CTCModel, item: AudioItem, log_probs: torch.Tensor, timestamp
     if timestamps:
         row["words"] = word_timestamps(log_probs.argmax(-1).tolist(), model, frame_seconds(model))
     return row
+
+
+def _seconds(item: AudioItem) -> float:
+    """The item's length from the file header, without decoding (AudioError if unreadable)."""
+    available = audio_duration(item.path) - item.offset
+    return available if item.duration is None else min(item.duration, available)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -266,19 +203,24 @@ def transcribe(
     with inference_settings(model), torch.inference_mode():
         for item in tqdm(items, desc="transcribing", unit="file", disable=not progress, file=sys.stderr):
             try:
+                seconds = _seconds(item)
+                if seconds > chunk_seconds:
+                    if pending:  # keep the output in input order
+                        run_pending()
+                    blocks = lambda item=item: stream_audio(item.path, sample_rate, item.offset, item.duration)  # noqa: E731
+                    with tqdm(total=round(seconds), desc=Path(item.path).name, unit="s", leave=False,
+                              disable=not progress, file=sys.stderr, bar_format=LONG_FILE_BAR) as bar:
+                        log_probs = chunked_log_probs(model, blocks, chunk_seconds, overlap_seconds, batch_size,
+                                                      advance=bar.update)
+                    results.append(_result(model, item, log_probs, timestamps, decode))
+                    continue
                 audio = load_audio(item.path, sample_rate, offset=item.offset, duration=item.duration)
             except AudioError as error:
                 errors.append(error)
                 continue
-            if audio.shape[0] > chunk_seconds * sample_rate:
-                if pending:  # keep the output in input order
-                    run_pending()
-                log_probs = chunked_log_probs(model, audio.to(device), chunk_seconds, overlap_seconds, batch_size)
-                results.append(_result(model, item, log_probs, timestamps, decode))
-            else:
-                pending.append((item, audio))
-                if len(pending) == batch_size:
-                    run_pending()
+            pending.append((item, audio))
+            if len(pending) == batch_size:
+                run_pending()
         if pending:
             run_pending()
     return results

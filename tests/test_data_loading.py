@@ -12,6 +12,7 @@ import soundfile
 import torch
 from torch.utils.data import DataLoader
 
+from quartznet.data.audio import AudioError, load_audio, stream_audio
 from quartznet.data.datasets import (
     ASRItem,
     AudioToCharDataset,
@@ -212,3 +213,31 @@ def test_skip_report_merges_and_resets():
     assert first.summary().splitlines()[:3] == ["3 items skipped:", "  2 x unreadable audio", "  1 x file not found"]
     first.reset()
     assert first.count == 0 and first.summary() == "" and len(first) == 0
+
+
+@pytest.mark.parametrize("rate", [16000, 8000, 44100, 22050, 11025])
+def test_streamed_audio_is_the_loaded_audio(tmp_path, rate):
+    """Blocks of stream_audio, resampled one by one, concatenate to exactly load_audio's waveform."""
+    stereo = np.random.default_rng(rate).standard_normal((int(7.3 * rate), 2)).astype(np.float32) * 0.1
+    path = tmp_path / "long.wav"
+    soundfile.write(path, stereo, rate, subtype="FLOAT")
+    for offset, duration in ((0.0, None), (1.25, 3.1), (6.9, None)):
+        whole = load_audio(path, 16000, offset, duration)
+        for block_seconds in (0.7, 2.0, 60.0):
+            blocks = list(stream_audio(path, 16000, offset, duration, block_seconds=block_seconds))
+            assert len(blocks) >= min(3, int((whole.shape[0] / 16000) / block_seconds))
+            torch.testing.assert_close(torch.cat(blocks), whole, atol=1e-6, rtol=0)
+
+
+def test_streamed_audio_reports_bad_files_like_load_audio(tmp_path):
+    missing, empty, broken = tmp_path / "missing.wav", tmp_path / "empty.wav", tmp_path / "broken.wav"
+    soundfile.write(empty, np.zeros(0, dtype=np.float32), 16000)
+    broken.write_bytes(b"RIFF not really a wave file")
+    nan = tmp_path / "nan.wav"  # fine for the first blocks, NaN near the end
+    samples = np.zeros(5 * 16000, dtype=np.float32)
+    samples[-10] = np.nan
+    soundfile.write(nan, samples, 16000, subtype="FLOAT")
+    for path, reason in ((missing, "file not found"), (empty, "no audio samples"), (broken, "unreadable audio"),
+                         (nan, "NaN")):
+        with pytest.raises(AudioError, match=reason):
+            list(stream_audio(path, 16000, block_seconds=1.0))

@@ -7,11 +7,14 @@ import torch
 import torchaudio
 
 from quartznet.features import (
+    NORMALIZERS,
     AudioToMelSpectrogramPreprocessor,
     AudioToMFCCPreprocessor,
+    FeatureStatistics,
     crop_or_pad_frames,
     reflect_pad_per_utterance,
 )
+from quartznet.long_audio import feature_pieces, normalized_feature_pieces
 
 
 def speechlike(batch: int, samples: int, seed: int = 0) -> torch.Tensor:
@@ -146,3 +149,31 @@ def test_crop_or_pad_follows_nemo_rule_and_crops_inside():
         crop = crop_or_pad_frames(features, frames, 128, random_crop=True)[1, 0]
         start = int(crop[0].item())
         assert 1 <= start <= 73 and crop.tolist() == list(range(start, start + 128))
+
+
+@pytest.mark.parametrize("mode", ["per_feature", "all_features"])
+def test_feature_statistics_of_pieces_normalise_like_the_whole(mode):
+    features = 4.0 * torch.randn(1, 64, 5003, generator=torch.Generator().manual_seed(1)) - 9.0  # (1, F, T)
+    statistics = FeatureStatistics(mode)
+    for piece in features[0].split([1, 700, 2, 3000, 1300], dim=1):
+        statistics.update(piece)
+    expected = NORMALIZERS[mode](features, torch.tensor([5003]))[0]
+    torch.testing.assert_close(statistics.normalize(features[0]), expected, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["classic", "current"])
+@pytest.mark.parametrize("samples", [16000 * 9 + 37, 16000 * 3])
+def test_feature_pieces_of_a_stream_are_the_whole_recording_features(variant, samples):
+    """Log-mels computed piece by piece from a stream of odd-sized blocks equal the whole-file log-mels,
+    raw and normalised with whole-file statistics (the two-pass long-audio front end)."""
+    preprocessor = mel(variant)
+    audio = speechlike(1, samples)[0]
+    whole, frames = preprocessor(audio.unsqueeze(0), torch.tensor([samples]), normalize=False)
+    normalised, _ = preprocessor(audio.unsqueeze(0), torch.tensor([samples]))
+    stream = lambda: audio.split(12345)  # noqa: E731
+    for piece_frames in (97, 400, 5000):
+        pieces = torch.cat(list(feature_pieces(preprocessor.featurizer, stream(), piece_frames)), dim=1)
+        assert pieces.shape == (64, frames.item())
+        torch.testing.assert_close(pieces, whole[0, :, : frames.item()], atol=1e-4, rtol=1e-5)
+        pieces = torch.cat(list(normalized_feature_pieces(preprocessor.featurizer, stream, piece_frames)), dim=1)
+        torch.testing.assert_close(pieces, normalised[0, :, : frames.item()], atol=1e-4, rtol=1e-5)
