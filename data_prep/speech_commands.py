@@ -5,7 +5,7 @@ extracted folder (`--extracted`, used in place). The split follows the dataset's
 `validation_list.txt` and `testing_list.txt`; every other clip of a word folder is train. Labels are
 the folder names. Two tasks are written into `--out`:
 
-  <version>_{train,validation,test}.json   all words of the version (SPEC §5)
+  <version>_{train,validation,test}.json   all words of the version (docs/nemo_compatibility.md §5)
   subset12_{train,validation,test}.json    yes no up down left right on off stop go, every other word
                                            as "unknown", and "silence": 1 s clips cut from
                                            _background_noise_/*.wav into <out>/_silence_/<split>/
@@ -50,7 +50,7 @@ URLS = {
     "v1": "http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz",
     "v2": "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz",
 }
-LABELS = {  # SPEC §5; v2 in NeMo's order
+LABELS = {  # docs/nemo_compatibility.md §5; v2 in NeMo's order
     "v1": (
         "bed bird cat dog down eight five four go happy house left marvin nine no off on one right seven sheila six "
         "stop three tree two up wow yes zero"

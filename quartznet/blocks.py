@@ -1,4 +1,4 @@
-"""The Jasper/QuartzNet block (SPEC §4), laid out so its state-dict keys are NeMo's.
+"""The Jasper/QuartzNet block (docs/nemo_compatibility.md §4), laid out so its state-dict keys are NeMo's.
 
 A block is R sub-blocks of  [masked (depthwise ->) pointwise conv -> BatchNorm -> ReLU -> Dropout],
 the last one stopping after BatchNorm (+ optional squeeze-excitation); a 1x1 conv + BN residual of the

@@ -1,4 +1,5 @@
-"""`.nemo` archives: read and write NeMo's layout (SPEC §6), treating every archive as untrusted data.
+"""`.nemo` archives: read and write NeMo's layout (docs/nemo_compatibility.md §6), treating every
+archive as untrusted data.
 
 A `.nemo` file is a tar (plain, or gzip before 2022) holding `./model_config.yaml` (the `model:`
 config) and `./model_weights.ckpt` (a `torch.save`d state dict). Reading never unpickles code

@@ -1,6 +1,6 @@
 """Audio front ends: waveform (B, L) at 16 kHz -> features (B, F, T) plus frame lengths.
 
-Two preprocessors, matching NeMo's numerically (SPEC §2 and §3):
+Two preprocessors, matching NeMo's numerically (docs/nemo_compatibility.md §2 and §3):
 
 * `AudioToMelSpectrogramPreprocessor` - log-mel features for QuartzNet ASR.
 * `AudioToMFCCPreprocessor`           - MFCCs for Speech Commands / MatchboxNet.

@@ -9,7 +9,8 @@ from torch import nn
 
 from quartznet.encoder import xavier_init
 
-# QuartzNet's English alphabet (SPEC §1); the CTC blank comes after it, at index len(LABELS).
+# QuartzNet's English alphabet (docs/nemo_compatibility.md §1); the CTC blank comes after it, at index
+# len(LABELS).
 LABELS = [" ", *"abcdefghijklmnopqrstuvwxyz", "'"]
 
 
@@ -49,7 +50,8 @@ class ConvASRDecoder(nn.Module):
 
 
 def ctc_greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank_id: int) -> list[list[int]]:
-    """Best path per utterance: argmax per frame, merge repeats, drop blanks (SPEC §1)."""
+    """Best path per utterance: argmax per frame, merge repeats, drop blanks
+    (docs/nemo_compatibility.md §1)."""
     best = log_probs.argmax(dim=-1)  # (B, T)
     previous = nn.functional.pad(best[:, :-1], (1, 0), value=blank_id)
     valid = torch.arange(best.shape[1], device=best.device) < lengths.unsqueeze(1)
@@ -98,8 +100,9 @@ def ctc_loss(
     target_len: torch.Tensor,
     blank_id: int,
 ) -> torch.Tensor:
-    """NeMo's CTC loss (SPEC §1): per-utterance negative log-likelihood averaged over the batch
-    ("mean_batch", not divided by target length), infinities zeroed, always computed in fp32."""
+    """NeMo's CTC loss (docs/nemo_compatibility.md §1): per-utterance negative log-likelihood averaged
+    over the batch ("mean_batch", not divided by target length), infinities zeroed, always computed
+    in fp32."""
     with torch.autocast(log_probs.device.type, enabled=False):
         per_utterance = nn.functional.ctc_loss(
             log_probs.float().transpose(0, 1),  # (T, B, V + 1)

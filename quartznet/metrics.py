@@ -1,4 +1,4 @@
-"""Corpus-level error counts for WER / CER (SPEC §7), computed with jiwer.
+"""Corpus-level error counts for WER / CER (docs/nemo_compatibility.md §7), computed with jiwer.
 
 WER = (substitutions + deletions + insertions) / reference words, summed over the corpus, not averaged
 over utterances. Counts (not rates) are what gets summed across batches and DDP ranks.

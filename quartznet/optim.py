@@ -1,4 +1,5 @@
-"""NovoGrad (Ginsburg et al., arXiv 1905.11286), QuartzNet's optimiser, as NeMo runs it (SPEC §5).
+"""NovoGrad (Ginsburg et al., arXiv 1905.11286), QuartzNet's optimiser, as NeMo runs it
+(docs/nemo_compatibility.md §5).
 
 Per parameter tensor, a scalar second moment of the squared gradient norm:
     v = ||g||^2 on the first step, then v = b2 * v + (1 - b2) * ||g||^2

@@ -1,4 +1,5 @@
-"""Mel and MFCC front ends: SPEC §2 / §3 rules, both mel variants, batching invariance."""
+"""Mel and MFCC front ends: docs/nemo_compatibility.md §2 / §3 rules, both mel variants, batching
+invariance."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def test_mel_alone_equals_in_padded_batch(variant):
 
 
 def test_classic_variant_reflects_and_current_zero_pads():
-    """Differences between variants sit where SPEC §2 says: STFT edge padding and masked pre-emphasis."""
+    """Differences between variants sit where docs/nemo_compatibility.md §2 says: STFT edge padding and
+    masked pre-emphasis."""
     audio = speechlike(1, 8000)
     classic, _ = mel("classic", normalize=None)(audio, torch.tensor([8000]))
     current, _ = mel("current", normalize=None)(audio, torch.tensor([8000]))

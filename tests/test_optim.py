@@ -1,4 +1,4 @@
-"""NovoGrad against steps computed by hand from SPEC §5's update rule."""
+"""NovoGrad against steps computed by hand from docs/nemo_compatibility.md §5's update rule."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Character tokenizer for CTC training: text -> label indices and back.
 
-Training text is lowercased and every character outside the alphabet is dropped (SPEC §1). Dropping
-is never silent: the tokenizer counts each dropped character so datasets can report them.
+Training text is lowercased and every character outside the alphabet is dropped
+(docs/nemo_compatibility.md §1). Dropping is never silent: the tokenizer counts each dropped character so
+datasets can report them.
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
 }
 # NeMo >= 2.4 (mid-2025) computes log-mels with the "current" variant; every earlier release, and so
-# every NGC QuartzNet checkpoint, with the "classic" one (SPEC §2). A config's own `mel_variant` wins.
+# every NGC QuartzNet checkpoint, with the "classic" one (docs/nemo_compatibility.md §2). A config's own
+# `mel_variant` wins.
 CURRENT_MEL_SINCE = (2, 4)
 
 
