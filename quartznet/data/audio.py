@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import soundfile
@@ -61,11 +61,108 @@ def load_audio(
     return waveform
 
 
-@functools.lru_cache(maxsize=16)
-def resampler(native_rate: int, sample_rate: int) -> torchaudio.transforms.Resample:
-    """torchaudio's windowed-sinc resampler with its kernel built once per rate pair (building it is
-    most of the cost for short files), shared by load_audio and stream_audio so both give the same samples."""
-    return torchaudio.transforms.Resample(native_rate, sample_rate)
+class Resampler(Protocol):
+    """What load_audio and stream_audio need from a resampler: (..., L) -> (..., ceil(L * out / in)) with
+    output j at input time j * in / out, reading at most `width` input samples either side of that time."""
+
+    kernel: torch.Tensor  # the filter coefficients it holds (for bounding its memory)
+    width: int
+
+    def __call__(self, waveform: torch.Tensor) -> torch.Tensor: ...
+
+
+# torchaudio.transforms.Resample's defaults; the bounded resampler uses the same filter.
+LOWPASS_FILTER_WIDTH, ROLLOFF = 6, 0.99
+# Largest exact torchaudio kernel (elements, 2 MiB as float32) we build. Its size is
+# (out / gcd) x (in / gcd + 2 width): small for the usual rates (11025 Hz, the largest of them, 291,200),
+# but 128 M elements and ~4.5 GB peak while building for 8001 Hz, as the rates barely share a factor.
+EXACT_KERNEL_LIMIT = 1 << 19
+PHASES = 512  # phase table rows of the bounded resampler; linear interpolation between adjacent rows
+OUTPUT_CHUNK = 1 << 15  # outputs computed at a time by the bounded resampler (bounds its working memory)
+
+
+def exact_kernel_numel(native_rate: int, sample_rate: int) -> int:
+    """Elements of torchaudio.transforms.Resample(native_rate, sample_rate).kernel, without building it."""
+    divisor = math.gcd(native_rate, sample_rate)
+    period_in, period_out = native_rate // divisor, sample_rate // divisor
+    base_freq = min(period_in, period_out) * ROLLOFF  # torchaudio's arithmetic, for the same width
+    width = math.ceil(LOWPASS_FILTER_WIDTH * period_in / base_freq)
+    return period_out * (2 * width + period_in)
+
+
+@functools.lru_cache(maxsize=8)
+def resampler(native_rate: int, sample_rate: int) -> Resampler:
+    """The resampler for a rate pair, built once (building is most of the cost for short files) and shared
+    by load_audio and stream_audio so both give the same samples.
+
+    torchaudio's exact polyphase kernel when it is small (8, 11.025, 22.05, 32, 44.1, 48 kHz ...: today's
+    output, bit for bit), else PhaseTableResampler, whose memory does not depend on how the rates divide.
+    Each entry is at most EXACT_KERNEL_LIMIT elements (2 MiB), so the cache holds at most 16 MiB of kernels.
+    """
+    if exact_kernel_numel(native_rate, sample_rate) <= EXACT_KERNEL_LIMIT:
+        return torchaudio.transforms.Resample(native_rate, sample_rate)
+    return PhaseTableResampler(native_rate, sample_rate)
+
+
+class PhaseTableResampler:
+    """torchaudio's windowed-sinc resampler (Hann window, 6 zero crossings, rolloff 0.99, same cutoff) for
+    rate pairs whose exact polyphase kernel would be huge.
+
+    torchaudio precomputes one filter row per output phase: out / gcd rows (16,000 for 8001 -> 16000 Hz).
+    Here the filter is tabulated at PHASES + 1 fractional offsets per input sample and linearly
+    interpolated between the two nearest, so the table holds (2 width + 1) x (PHASES + 1) floats whatever
+    the rates' gcd: 7,695 for 8001 Hz, 17,955 for 44101 Hz. Outputs are within ~6e-7 of the ideal filter
+    evaluated in float64 (0.1-rms noise; torchaudio's exact kernels, whose phases it computes in float32,
+    are 1e-6 to 5e-6 off for the usual rates and 1.4e-4 for 8001 Hz).
+    The time base is exact: output j sits at input time j * native / sample_rate, split into its integer
+    and fractional part in integer arithmetic, so the length and speed follow the true rate (no rounding
+    of the rate to a nearby ratio) and an output depends only on its own inputs and phase. That is what
+    lets stream_audio resample block-wise and get the whole file's samples bit for bit.
+    Cost: gathers instead of one strided convolution, ~7 ms per second of 44101 Hz audio on one core,
+    some 20-30x torchaudio's; it only runs for rates that would otherwise need hundreds of MB to GBs.
+    """
+
+    def __init__(self, native_rate: int, sample_rate: int, phases: int = PHASES) -> None:
+        self.native_rate, self.sample_rate, self.phases = native_rate, sample_rate, phases
+        # torchaudio's filter argument is (input time - output time) in input samples times base_freq / orig,
+        # which is this scale: the cutoff relative to the input Nyquist (rolloff x the lower Nyquist).
+        scale = ROLLOFF * min(1.0, sample_rate / native_rate)
+        self.width = math.ceil(LOWPASS_FILTER_WIDTH / scale)  # input samples read either side (torchaudio's width)
+        # kernel[k + width, p]: weight of input sample n + k for an output at time n + p / phases.
+        taps = torch.arange(-self.width, self.width + 1, dtype=torch.float64)[:, None]
+        offsets = torch.arange(phases + 1, dtype=torch.float64)[None, :] / phases
+        t = (taps - offsets) * scale
+        window = torch.cos(t * math.pi / LOWPASS_FILTER_WIDTH / 2) ** 2
+        sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(math.pi * t) / (math.pi * t))
+        kernel = torch.where(t.abs() <= LOWPASS_FILTER_WIDTH, sinc * window * scale, torch.zeros_like(t))
+        self.kernel = kernel.to(torch.float32).contiguous()  # (2 width + 1, phases + 1)
+        self.slope = (self.kernel[:, 1:] - self.kernel[:, :-1]).contiguous()  # per-row step to the next phase
+
+    def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(..., L) float -> (..., ceil(L * sample_rate / native_rate)) float32, torchaudio's output length."""
+        shape, length = waveform.shape[:-1], waveform.shape[-1]
+        outputs = -(-length * self.sample_rate // self.native_rate)
+        # Zeros beyond both ends, as torchaudio pads: input n + k is padded[n + k + width].
+        flat = waveform.reshape(-1, length).to(torch.float32)
+        padded = torch.nn.functional.pad(flat, (self.width, self.width + 1))
+        result = torch.empty(padded.shape[0], outputs, dtype=torch.float32)
+        for start in range(0, outputs, OUTPUT_CHUNK):
+            index = torch.arange(start, min(start + OUTPUT_CHUNK, outputs), dtype=torch.int64)
+            # Input time of output j: j * native / sample_rate = base + remainder / sample_rate, exactly.
+            position = index * self.native_rate  # int64: exact far beyond any recording's length
+            base = torch.div(position, self.sample_rate, rounding_mode="floor")
+            phase = (position - base * self.sample_rate).to(torch.float64) * self.phases / self.sample_rate
+            row = phase.floor().to(torch.int64)
+            fraction = (phase - row).to(torch.float32)
+            # One tap at a time: the working memory is a few vectors of OUTPUT_CHUNK, and every output is
+            # computed by the same elementwise float ops in the same order wherever it falls in a chunk or
+            # a call, so stream_audio's blocks equal the whole file's samples exactly.
+            total = torch.zeros(padded.shape[0], index.numel())
+            for tap in range(2 * self.width + 1):
+                weight = self.kernel[tap][row] + self.slope[tap][row] * fraction
+                total += weight * padded[:, tap:][:, base]  # input base - width + tap
+            result[:, start : start + index.numel()] = total
+        return result.reshape(*shape, outputs)
 
 
 READ_ERRORS = (soundfile.LibsndfileError, RuntimeError, ValueError, OSError)
@@ -103,9 +200,10 @@ def stream_audio(
     (about `block_seconds` each) whose concatenation is load_audio's waveform, reading one block at a time.
 
     Resampling is done per block with enough input on each side that every output sample sees exactly
-    the input the whole-file resampler gives it (torchaudio's windowed-sinc kernel is a few dozen input
-    samples wide). Blocks start on multiples of the rate ratio's input period, so output sample phases
-    line up with the whole file's. Errors (also ones found mid-file) raise AudioError like load_audio.
+    the input the whole-file resampler gives it (the windowed-sinc kernel reads `resampler(...).width`,
+    a few dozen, input samples either side). Blocks start on multiples of the rate ratio's input period
+    (at most one second), so output sample phases line up with the whole file's. Errors (also ones found
+    mid-file) raise AudioError like load_audio.
     """
     name = str(path)
     if not Path(path).is_file():
@@ -117,11 +215,6 @@ def stream_audio(
             divisor = math.gcd(native_rate, sample_rate)
             period_in, period_out = native_rate // divisor, sample_rate // divisor  # inputs -> outputs, exactly
             block = period_in * max(1, round(block_seconds * native_rate / period_in))
-            # torchaudio's resampler reads `width` input samples either side of an output (its defaults:
-            # 6 zero crossings, rolloff 0.99); context is twice that, in whole input periods.
-            width = math.ceil(6 * period_in / (0.99 * min(period_in, period_out)))
-            context = period_in * math.ceil(2 * width / period_in)
-            resample = resampler(native_rate, sample_rate)
 
             def read(frames: int) -> torch.Tensor:
                 nonlocal remaining
@@ -139,6 +232,12 @@ def stream_audio(
                 if not emitted:
                     raise AudioError(name, "no audio samples (empty file or slice)")
                 return
+            # Both resamplers (torchaudio's exact one and PhaseTableResampler) read at most `width` input
+            # samples either side of an output; context is twice that, in whole input periods. Output j sits
+            # at input time j * period_in / period_out in both, so a segment starting on a multiple of
+            # period_in puts its outputs exactly on the whole file's output grid.
+            resample = resampler(native_rate, sample_rate)
+            context = period_in * math.ceil(2 * resample.width / period_in)
             # buffer holds input samples [buffer_start, ...); output is produced for input [done, ...)
             buffer, buffer_start, done, ended = torch.zeros(0), 0, 0, False
             while not ended or done < buffer_start + buffer.numel():
