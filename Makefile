@@ -47,15 +47,25 @@ lock:
 
 # espeak-ng synthesises the embedded speech corpora; installed through apt-get where we may.
 speech-tools:
-	@if command -v espeak-ng >/dev/null 2>&1; then \
-		echo "==> espeak-ng present"; \
+	@missing=""; \
+	for tool in espeak-ng flite festival; do \
+		command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
+	done; \
+	for package in festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts pocketsphinx-testdata; do \
+		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q " installed$$" || missing="$$missing $$package"; \
+	done; \
+	if [ -z "$$missing" ]; then \
+		echo "==> speech tools present (espeak-ng, flite, festival and its voices, pocketsphinx-testdata)"; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "==> installing espeak-ng with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
+		echo "==> installing with apt-get:$$missing"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
+			echo "WARNING: apt-get could not install all of:$$missing (see its message above)"; \
 	else \
-		echo "WARNING: espeak-ng is missing and cannot be installed automatically (not root or no apt-get)."; \
-		echo "         Install it with your package manager (e.g. 'sudo apt-get install espeak-ng');"; \
-		echo "         the synthetic corpora and the tests that use speech need it."; \
+		echo "WARNING: missing and not installable automatically (not root or no apt-get):$$missing"; \
+		echo "         Install them with your package manager (e.g. 'sudo apt-get install$$missing')."; \
+		echo "         espeak-ng makes the synthetic corpora (make demo, the tests that speak); flite and festival"; \
+		echo "         add recorded voices (data_prep.synthetic asr --engines); pocketsphinx-testdata is real speech"; \
+		echo "         for data_prep.real_speech."; \
 	fi
 
 test: setup

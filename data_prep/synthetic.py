@@ -1,4 +1,4 @@
-"""The embedded default data: speech synthesised with espeak-ng, so the project runs end to end offline.
+"""The embedded default data: synthesised speech, so the project runs end to end offline.
 
   asr  an ASR corpus in LibriSpeech layout (LibriSpeech/{train,dev,test}/<speaker>/<chapter>/...flac
        and .trans.txt), then manifests {train,dev,test}.json through data_prep.librispeech.
@@ -15,10 +15,19 @@ utterance gets its own speaking rate, pitch, volume and a little white noise, is
 espeak-ng's 22050 Hz to 16 kHz mono and saved as 16-bit FLAC (asr) or WAV (kws). ASR sentences also get
 pauses of their own length before and after, over a noise floor that varies down to digital silence.
 
-Output depends only on the settings, the seed and the espeak-ng version (recorded in <out>/corpus.json):
+The ASR corpus can also mix in voices made from recordings of real people (`--engines
+espeak,flite,festival`): flite's kal, kal16, awb, rms and slt, and festival's kal_diphone, ked_diphone
+and cmu_us_slt_arctic_hts (Debian: flite, festival, festvox-kallpc16k, festvox-kdlpc16k,
+festvox-us-slt-hts). Their speakers are the recorded people: one person is held out for dev and one for
+test from every engine at once (flite's slt and festival's slt are the same woman), and each split draws
+its utterances evenly from the engines that have voices in it. The default, espeak-ng alone, makes the
+same corpus as before the option existed.
+
+Output depends only on the settings, the seed and the engine versions (recorded in <out>/corpus.json):
 the same command gives the same bytes. Work runs on all cores, and a rerun only makes what is missing.
 
     python -m data_prep.synthetic asr --out data/synthetic_asr
+    python -m data_prep.synthetic asr --out data/mixed_asr --engines espeak,flite,festival
     python -m data_prep.synthetic kws --out data/synthetic_kws --seed 1
 """
 
@@ -32,12 +41,14 @@ import random
 import re
 import shutil
 import subprocess
+import tempfile
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import soundfile
@@ -150,6 +161,7 @@ class Utterance:
     clip_offset: float = 0.0  # kws only: where the word starts in its 1 s clip, as a fraction of the free room
     leading_pause: float = 0.0  # asr only: seconds of noise floor before and after the sentence
     trailing_pause: float = 0.0
+    engine: str = "espeak"  # one of ENGINE_NAMES
 
 
 def synthesise(utterance: Utterance) -> np.ndarray:
@@ -169,9 +181,9 @@ def synthesise(utterance: Utterance) -> np.ndarray:
     return samples
 
 
-def finish(samples: np.ndarray, utterance: Utterance) -> np.ndarray:
-    """Resample to 16 kHz and scale to the utterance's peak level."""
-    audio = torchaudio.functional.resample(torch.from_numpy(samples), ESPEAK_RATE, SAMPLE_RATE).numpy()
+def finish(samples: np.ndarray, utterance: Utterance, rate: int = ESPEAK_RATE) -> np.ndarray:
+    """Resample from `rate` to 16 kHz and scale to the utterance's peak level."""
+    audio = torchaudio.functional.resample(torch.from_numpy(samples), rate, SAMPLE_RATE).numpy()
     return audio * (utterance.peak / max(float(np.abs(audio).max()), 1e-6))
 
 
@@ -199,7 +211,8 @@ def write_audio(path: Path, audio: np.ndarray, file_format: str) -> None:
 
 def render_sentence(utterance: Utterance) -> None:
     """The sentence between its leading and trailing pauses, over the utterance's noise floor."""
-    speech = finish(synthesise(utterance), utterance)
+    samples, rate = speak(utterance)
+    speech = finish(samples, utterance, rate)
     pauses = [np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float32)
               for seconds in (utterance.leading_pause, utterance.trailing_pause)]
     audio = np.concatenate([pauses[0], speech, pauses[1]])
@@ -257,12 +270,225 @@ def claim_output(out: Path, description: dict) -> None:
     text = json.dumps(description, indent=1, sort_keys=True) + "\n"
     if record.exists() and record.read_text(encoding="utf-8") != text:
         raise PrepError(
-            f"{out} holds a corpus made with other settings (or another espeak-ng version), see {record}; "
+            f"{out} holds a corpus made with other settings (or other synthesiser versions), see {record}; "
             "use a new --out or delete that folder"
         )
     partial = record.with_name(record.name + ".partial")
     partial.write_text(text, encoding="utf-8")
     partial.replace(record)
+
+
+# --------------------------------------------------------------------------------------------- recorded voices
+# espeak-ng is a formant synthesiser: its voices are rules, none of them a person, and a model trained on
+# them alone fails on people. flite and festival voices are made from recordings of real speakers.
+
+ENGINE_NAMES = ("espeak", "flite", "festival")  # the canonical order: corpora record engines in it
+DEFAULT_ENGINES = ("espeak",)
+# Recorded people per held-out group (dev, test). There are only five people behind all the recorded
+# voices, so each held-out group gets one and training keeps the rest.
+HELD_OUT_PERSONS = 1
+# Rate and pitch are drawn on espeak-ng's scales (words per minute, 0..99) for every utterance. A recorded
+# voice keeps its own pace and pitch, so the draws become changes relative to them: REFERENCE_RATE (the
+# middle of the ASR range, 130-200) is the voice's own pace, and PITCH_SPAN pitch steps make an octave,
+# so the drawn 20..80 moves a voice by up to 0.2 octave (2.4 semitones) either way.
+REFERENCE_RATE = 165
+PITCH_SPAN = 150
+# Pitch moves by reading the samples as if recorded at a shifted rate; rounding that rate to a multiple
+# of RATE_STEP Hz keeps torchaudio's resampling kernel small (its size follows rate / gcd(rate, 16000)).
+RATE_STEP = 100
+
+
+class Speaker(NamedTuple):
+    """One voice of a corpus. `person` is who it sounds like: held-out groups never share a person."""
+
+    engine: str
+    voice: str
+    variant: str  # espeak-ng's voice variant; "" for recorded voices
+    person: str
+
+
+class RecordedEngine:
+    """A synthesiser whose voices are made from recordings of people; subclasses say how to run it."""
+
+    name: str
+    program: str  # the executable that synthesises
+    packages: tuple[str, ...]  # Debian packages that bring the program and its voices
+    voices: dict[str, str]  # voice -> the person recorded for it, in the order speakers are listed
+
+    def require(self) -> None:
+        if shutil.which(self.program) is None:
+            raise PrepError(
+                f"{self.name} is not installed (`{self.program}` not found on PATH); install it with "
+                f"`sudo apt-get install {' '.join(self.packages)}` (or `make speech-tools`) and rerun"
+            )
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def installed_voices(self) -> set[str]:
+        raise NotImplementedError
+
+    def command(self, voice: str, text: str, stretch: float, wav: Path) -> tuple[list[str], bytes | None]:
+        """The command line (and its standard input) that writes `text` in `voice` to `wav`, `stretch` times slower."""
+        raise NotImplementedError
+
+    def speakers(self) -> list[Speaker]:
+        """This engine's voices that are installed; an engine without any is an error naming its packages."""
+        self.require()
+        installed = self.installed_voices()
+        voices = [voice for voice in self.voices if voice in installed]
+        if not voices:
+            raise PrepError(
+                f"{self.name} has none of the voices {', '.join(self.voices)}; install them with "
+                f"`sudo apt-get install {' '.join(self.packages)}` (or `make speech-tools`)"
+            )
+        return [Speaker(self.name, voice, "", self.voices[voice]) for voice in voices]
+
+    def synthesise(self, utterance: Utterance) -> tuple[np.ndarray, int]:
+        """Mono float32 samples and the rate to read them at: the native rate times the pitch shift.
+
+        Reading samples faster raises pitch and formants together, like a smaller speaker, and shortens
+        them by the same factor; the engine is asked for speech that much slower to keep the drawn pace.
+        """
+        shift = 2 ** ((utterance.pitch - 50) / PITCH_SPAN)
+        stretch = REFERENCE_RATE / utterance.rate * shift
+        with tempfile.TemporaryDirectory(prefix=f"synthetic-{self.name}-") as folder:
+            wav = Path(folder) / "speech.wav"
+            command, stdin = self.command(utterance.voice, utterance.text, stretch, wav)
+            result = subprocess.run(command, input=stdin, capture_output=True, check=False)
+            # festival reports Scheme errors on stderr but still exits with 0
+            if result.returncode != 0 or b"ERROR" in result.stderr or not wav.is_file() or wav.stat().st_size <= 44:
+                raise PrepError(
+                    f"{self.name} failed for {utterance.path} ({' '.join(command)}): "
+                    f"{result.stderr.decode(errors='replace').strip()}"
+                )
+            samples, rate = soundfile.read(str(wav), dtype="float32", always_2d=True)
+        return samples.mean(axis=1), max(RATE_STEP, round(rate * shift / RATE_STEP) * RATE_STEP)
+
+
+class Flite(RecordedEngine):
+    name, program, packages = "flite", "flite", ("flite",)
+    # awb_time only speaks the time of day; kal and kal16 are the same man at 8 and 16 kHz.
+    voices = {"kal": "kal", "kal16": "kal", "awb": "awb", "rms": "rms", "slt": "slt"}
+
+    def version(self) -> str:
+        self.require()
+        # flite prints its version and then exits with status 1
+        output = subprocess.run(["flite", "--version"], capture_output=True, text=True, check=False).stdout
+        match = re.search(r"version:\s*(\S+)", output)
+        return match.group(1) if match else output.strip()
+
+    def installed_voices(self) -> set[str]:
+        # flite falls back on kal for an unknown -voice without a word, so voices are checked here first.
+        output = subprocess.run(["flite", "-lv"], capture_output=True, text=True, check=True).stdout
+        return set(output.partition(":")[2].split())
+
+    def command(self, voice: str, text: str, stretch: float, wav: Path) -> tuple[list[str], bytes | None]:
+        return ["flite", "-voice", voice, "--setf", f"duration_stretch={stretch:.4f}", "-t", text, "-o", str(wav)], None
+
+
+class Festival(RecordedEngine):
+    name, program = "festival", "text2wave"
+    packages = ("festival", "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts")
+    # kal_diphone is flite's kal again and cmu_us_slt_arctic_hts flite's slt: the same recorded people.
+    voices = {"kal_diphone": "kal", "ked_diphone": "ked", "cmu_us_slt_arctic_hts": "slt"}
+
+    def version(self) -> str:
+        self.require()
+        output = subprocess.run(["festival", "--version"], capture_output=True, text=True, check=True).stdout
+        match = re.search(r"System:\s*([\w.]+)", output)
+        return match.group(1) if match else output.strip()
+
+    def installed_voices(self) -> set[str]:
+        listing = subprocess.run(
+            ["festival", "--pipe"], input="(print (voice.list))\n", capture_output=True, text=True, check=True
+        ).stdout
+        return set(re.findall(r"[\w-]+", listing))
+
+    def command(self, voice: str, text: str, stretch: float, wav: Path) -> tuple[list[str], bytes | None]:
+        settings = [f"(voice_{voice})", f"(Parameter.set 'Duration_Stretch {stretch:.4f})"]
+        if voice.endswith("_hts"):  # HTS voices ignore Duration_Stretch; hts_engine's -r is a speed (1/stretch)
+            settings.append(f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {1 / stretch:.4f}))))')
+        command = ["text2wave", *(part for setting in settings for part in ("-eval", setting)), "-o", str(wav)]
+        return command, text.encode()
+
+
+RECORDED_ENGINES: dict[str, RecordedEngine] = {"flite": Flite(), "festival": Festival()}
+
+
+def speak(utterance: Utterance) -> tuple[np.ndarray, int]:
+    """The utterance's samples from its engine, with the rate to read them at."""
+    if utterance.engine == "espeak":
+        return synthesise(utterance), ESPEAK_RATE
+    return RECORDED_ENGINES[utterance.engine].synthesise(utterance)
+
+
+def canonical_engines(engines: Sequence[str]) -> tuple[str, ...]:
+    """`engines` checked and in ENGINE_NAMES order, so the same set always makes the same corpus."""
+    unknown = sorted(set(engines) - set(ENGINE_NAMES))
+    if unknown or not engines:
+        raise PrepError(f"unknown engines {unknown}; choose from {', '.join(ENGINE_NAMES)}")
+    return tuple(name for name in ENGINE_NAMES if name in engines)
+
+
+def engine_versions(engines: Sequence[str]) -> dict[str, str]:
+    """corpus.json's version entries; each engine's check names its install command when it is missing."""
+    versions = {"espeak_ng": espeak_version()} if "espeak" in engines else {}
+    return versions | {name: RECORDED_ENGINES[name].version() for name in engines if name in RECORDED_ENGINES}
+
+
+def person_groups(seed: int, speakers: Sequence[Speaker]) -> dict[str, list[Speaker]]:
+    """Recorded speakers of the train / dev / test groups, split by person across all engines at once."""
+    persons = sorted({speaker.person for speaker in speakers})
+    if len(persons) < 2 * HELD_OUT_PERSONS + 1:
+        raise PrepError(
+            f"the recorded voices installed are only {len(persons)} people ({', '.join(persons)}); held-out dev "
+            f"and test need {2 * HELD_OUT_PERSONS + 1}: install more voices (`make speech-tools`) or add an engine"
+        )
+    random.Random(f"{seed}-persons").shuffle(persons)
+    held = {
+        "test": persons[:HELD_OUT_PERSONS],
+        "dev": persons[HELD_OUT_PERSONS : 2 * HELD_OUT_PERSONS],
+        "train": persons[2 * HELD_OUT_PERSONS :],
+    }
+    return {group: [s for s in speakers if s.person in names] for group, names in held.items()}
+
+
+def engine_groups(seed: int, accents: Sequence[str], engines: Sequence[str]) -> dict[str, list[Speaker]]:
+    """The speakers of every ASR split: espeak-ng's variants and the recorded people are held out separately.
+
+    One pool would rarely put any of the five recorded people in dev or test beside 70 espeak-ng
+    variants; separate quotas make every held-out split hear a person no training voice was made from.
+    """
+    groups: dict[str, list[Speaker]] = {split: [] for split in ASR_SPLITS}
+    if "espeak" in engines:
+        voices, variants = available_speakers(accents)
+        for split, pairs in speaker_groups(seed, voices, variants).items():
+            groups[split] += [Speaker("espeak", voice, variant, variant) for voice, variant in pairs]
+    recorded = [
+        speaker for name in engines if name in RECORDED_ENGINES for speaker in RECORDED_ENGINES[name].speakers()
+    ]
+    if recorded:
+        for split, speakers in person_groups(seed, recorded).items():
+            groups[split] += speakers
+    return groups
+
+
+def pick_speaker(rng: random.Random, group: Sequence[Speaker], engines: Sequence[str]) -> Speaker:
+    """A speaker of the group. Mixed corpora first pick an engine evenly, or espeak-ng's ~50 training
+    voices would drown the handful of recorded ones; an espeak-only corpus draws as it always did."""
+    if tuple(engines) == DEFAULT_ENGINES:
+        return rng.choice(group)
+    engine = rng.choice([name for name in engines if any(s.engine == name for s in group)])
+    return rng.choice([speaker for speaker in group if speaker.engine == engine])
+
+
+def speaker_record(speaker: Speaker, split: str, engines: Sequence[str]) -> dict[str, str]:
+    """corpus.json's entry for a speaker; espeak-only corpora keep their original entries."""
+    record = {"voice": speaker.voice, "variant": speaker.variant, "split": split}
+    if tuple(engines) != DEFAULT_ENGINES:
+        record |= {"engine": speaker.engine, "person": speaker.person}
+    return record
 
 
 # --------------------------------------------------------------------------------------------- ASR corpus
@@ -293,11 +519,18 @@ def unique_sentences(rng: random.Random, words: Sequence[str], count: int, min_w
 
 
 def plan_asr(
-    out: Path, seed: int, sizes: dict[str, int], min_words: int, max_words: int, accents: Sequence[str] = ASR_ACCENTS
+    out: Path,
+    seed: int,
+    sizes: dict[str, int],
+    min_words: int,
+    max_words: int,
+    accents: Sequence[str] = ASR_ACCENTS,
+    engines: Sequence[str] = DEFAULT_ENGINES,
 ) -> tuple[list[Utterance], dict]:
-    """The utterances of every split, and the speakers (LibriSpeech id -> voice, variant, split)."""
-    voices, variants = available_speakers(accents)
-    groups = speaker_groups(seed, voices, variants)
+    """The utterances of every split, and the speakers (LibriSpeech id -> voice, variant, split, and in
+    corpora of several engines engine and person)."""
+    engines = canonical_engines(engines)
+    groups = engine_groups(seed, accents, engines)
     speaker_ids = {
         speaker: 100 + index for index, speaker in enumerate(s for split in ASR_SPLITS for s in groups[split])
     }
@@ -306,8 +539,8 @@ def plan_asr(
     utterances, counters = [], defaultdict(int)
     for split in ASR_SPLITS:
         for _ in range(sizes[split]):
-            voice, variant = rng.choice(groups[split])
-            speaker, chapter = speaker_ids[(voice, variant)], CHAPTERS[split]
+            chosen = pick_speaker(rng, groups[split], engines)
+            speaker, chapter = speaker_ids[chosen], CHAPTERS[split]
             index = counters[(speaker, chapter)]
             counters[(speaker, chapter)] += 1
             path = out / "LibriSpeech" / split / str(speaker) / str(chapter) / f"{speaker}-{chapter}-{index:04d}.flac"
@@ -315,13 +548,14 @@ def plan_asr(
             clean = rng.random() < CLEAN_FRACTION
             prosody["snr_db"] = float("inf") if clean else round(rng.uniform(*ASR_SNR_DB), 2)
             utterance = Utterance(
-                str(path), next(sentences), voice, variant, **prosody,
+                str(path), next(sentences), chosen.voice, chosen.variant, **prosody,
                 leading_pause=round(rng.random() ** 3 * MAX_LEADING_PAUSE, 3),
                 trailing_pause=round(rng.random() ** 3 * MAX_TRAILING_PAUSE, 3),
+                engine=chosen.engine,
             )
             utterances.append(utterance)
     speakers = {
-        str(speaker_ids[speaker]): {"voice": speaker[0], "variant": speaker[1], "split": split}
+        str(speaker_ids[speaker]): speaker_record(speaker, split, engines)
         for split in ASR_SPLITS
         for speaker in groups[split]
     }
@@ -351,6 +585,7 @@ def generate_asr(
     min_words: int = 2,
     max_words: int = 6,
     accents: Sequence[str] = ASR_ACCENTS,
+    engines: Sequence[str] = DEFAULT_ENGINES,
     jobs: int | None = None,
 ) -> dict[str, Path]:
     """Make (or finish) the ASR corpus and its manifests; returns split -> manifest."""
@@ -358,12 +593,16 @@ def generate_asr(
     sizes = {"train": train, "dev": dev, "test": test}
     if not 1 <= min_words <= max_words:
         raise PrepError(f"need 1 <= --min-words <= --max-words, got {min_words} and {max_words}")
-    version = espeak_version()
-    utterances, speakers = plan_asr(out.absolute(), seed, sizes, min_words, max_words, accents)
+    engines = canonical_engines(engines)
+    versions = engine_versions(engines)
+    utterances, speakers = plan_asr(out.absolute(), seed, sizes, min_words, max_words, accents, engines)
     settings = {"corpus": "asr", "seed": seed, "sizes": sizes, "min_words": min_words, "max_words": max_words,
                 "accents": list(accents), "max_pauses": [MAX_LEADING_PAUSE, MAX_TRAILING_PAUSE], "pause_power": 3,
                 "clean_fraction": CLEAN_FRACTION, "snr_db": list(ASR_SNR_DB)}
-    claim_output(out, {"settings": settings, "espeak_ng": version, "speakers": speakers})
+    if engines != DEFAULT_ENGINES:  # recorded only when used, so existing espeak-only corpora stay valid
+        settings |= {"engines": list(engines), "held_out_persons": HELD_OUT_PERSONS,
+                     "reference_rate": REFERENCE_RATE, "pitch_span": PITCH_SPAN}
+    claim_output(out, {"settings": settings, **versions, "speakers": speakers})
     render_all(render_sentence, utterances, jobs or os.cpu_count() or 1, "synthesise asr")
     write_transcripts(utterances)
     manifests = {}
@@ -502,6 +741,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--accents", type=lambda text: VOICES if text == "all" else tuple(text.split(",")), default=ASR_ACCENTS,
         help=f"comma-separated espeak-ng English voices, or 'all' ({', '.join(VOICES)}; default: {','.join(ASR_ACCENTS)})",
     )
+    asr.add_argument(
+        "--engines", type=lambda text: ENGINE_NAMES if text == "all" else tuple(text.split(",")),
+        default=DEFAULT_ENGINES,
+        help=f"comma-separated synthesisers, or 'all' ({', '.join(ENGINE_NAMES)}; "
+        f"default: {','.join(DEFAULT_ENGINES)})",
+    )
     kws.add_argument("--train-speakers", type=int, default=96, help="default: %(default)s")
     kws.add_argument("--val-speakers", type=int, default=12, help="default: %(default)s")
     kws.add_argument("--test-speakers", type=int, default=12, help="default: %(default)s")
@@ -521,6 +766,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             min_words=args.min_words,
             max_words=args.max_words,
             accents=args.accents,
+            engines=args.engines,
             jobs=args.jobs,
         )
     else:
