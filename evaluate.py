@@ -23,15 +23,9 @@ from omegaconf import DictConfig
 
 from quartznet.data.manifest import write_manifest
 from quartznet.decoding import BeamSearchDecoder
-from quartznet.evaluation import (
-    evaluate_asr,
-    evaluate_classifier,
-    format_asr_report,
-    format_classification_report,
-    librispeech_manifest,
-)
-from quartznet.models import CTCModel, load_model
-from quartznet.plots import plot_asr_summary, plot_confusion_matrix
+from quartznet.models import CTCModel
+from quartznet.tasks import load_model, task_of
+from quartznet.tasks.evaluation import librispeech_manifest
 
 log = logging.getLogger("evaluate")
 LIBRISPEECH_SPLITS = ("dev-clean", "dev-other", "test-clean", "test-other")
@@ -59,15 +53,15 @@ def main(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model = load_model(cfg.checkpoint)
+    task = task_of(model)
     options = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=device, amp=cfg.amp)
-    if isinstance(model, CTCModel):
-        result = evaluate_asr(model, manifest, decode=decoder_for(model, cfg.decoding), **options)
-        report = format_asr_report(result, cfg.worst)
-        plot_asr_summary({Path(manifest).stem: result.summary()}, output_dir / "evaluation_summary.png")
-    else:
-        result = evaluate_classifier(model, manifest, **options)
-        report = format_classification_report(result)
-        plot_confusion_matrix(result.confusion, result.labels, output_dir / "confusion_matrix.png")
+    if task.transcribes:
+        options["decode"] = decoder_for(model, cfg.decoding)
+    elif cfg.decoding.strategy != "greedy":
+        raise ValueError(f"decoding.strategy={cfg.decoding.strategy!r} applies to speech recognition, not {task.name}")
+    result = task.evaluate(model, manifest, **options)
+    report = result.report(cfg.worst)
+    result.plot(output_dir, Path(manifest).stem)
     write_manifest(cfg.predictions, result.rows)
     summary = result.summary()
     (output_dir / "results.json").write_text(json.dumps(summary, indent=2))

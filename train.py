@@ -18,8 +18,9 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from quartznet.plots import plot_training_curves
-from quartznet.training import build_model, build_trainer, load_best_weights, resume_path
+from quartznet.tasks import task_of
+from quartznet.tasks.plots import plot_training_curves
+from quartznet.training.setup import build_model, build_trainer, load_best_weights, resume_path
 
 log = logging.getLogger("train")
 
@@ -30,8 +31,7 @@ def main(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.run_dir)
     model = build_model(cfg)
     log.info("model: %s, %s parameters", type(model).__name__, f"{model.num_weights:,}")
-    labels = model.vocabulary if hasattr(model, "vocabulary") else model.labels
-    datamodule = hydra.utils.instantiate(cfg.data, labels=labels)
+    datamodule = hydra.utils.instantiate(cfg.data, labels=task_of(model).labels(model))
     trainer = build_trainer(cfg)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
 

@@ -33,7 +33,7 @@ from quartznet.data.datasets import AudioToCharDataset, collate_asr
 from quartznet.data.manifest import write_manifest
 from quartznet.data.sampler import DurationBucketSampler, padding_fraction
 from quartznet.data.shards import ShardDataset, write_shards
-from quartznet.heads import LABELS
+from quartznet.network.heads import LABELS
 
 RATE = 16000
 

@@ -5,7 +5,7 @@
 
 Speed: QuartzNet 15x5 with random weights (speed does not depend on them) and seeded noise input,
 batch 1 x 10 s and batch 16 x 10 s, features included, eval mode, torch.inference_mode(). Paths:
-fp32 PyTorch; fp32 with BatchNorm folded (quartznet.fold); bf16 autocast on the folded model; ONNX
+fp32 PyTorch; fp32 with BatchNorm folded (quartznet.network.fold); bf16 autocast on the folded model; ONNX
 Runtime on the `lengths` export (features by PyTorch, then the ONNX graph); ONNX Runtime on the `mel`
 export (everything in the graph). RTF = median seconds / seconds of audio in the batch; each is the
 median of `--runs` timed runs after `--warmup` untimed ones.
@@ -29,12 +29,13 @@ import torch
 from omegaconf import OmegaConf
 
 from quartznet.data.datasets import AudioToCharDataset, Skipped, collate_asr
-from quartznet.evaluation import evaluate_asr
+from quartznet.tasks.evaluation import evaluate_asr
 from quartznet.export import export_onnx
-from quartznet.fold import fold_batchnorm
-from quartznet.heads import ctc_greedy_decode
-from quartznet.metrics import ErrorCounts, utterance_errors
-from quartznet.models import CTCModel, load_model
+from quartznet.network.fold import fold_batchnorm
+from quartznet.network.heads import ctc_greedy_decode
+from quartznet.common.metrics import ErrorCounts, utterance_errors
+from quartznet.models import CTCModel
+from quartznet.tasks import load_transcriber
 
 from bench_model import CONFIG, SAMPLE_RATE, median_seconds  # bench/ is the script's folder
 
@@ -120,9 +121,7 @@ def wer_of_runner(model: CTCModel, run: Runner, manifest: str, batch_size: int) 
 
 
 def bench_wer(model_path: Path, manifest: str, out_dir: Path, threads: int, batch_size: int = 16) -> dict[str, float]:
-    model = load_model(model_path)
-    if not isinstance(model, CTCModel):
-        raise SystemExit(f"{model_path} is not a CTC model")
+    model = load_transcriber(model_path)
     folded = fold_batchnorm(model)
     wer = {
         "fp32": evaluate_asr(model, manifest, batch_size, 0).errors,

@@ -45,7 +45,7 @@ def build_recording(manifest: str, minutes: float, out: Path) -> float:
 
 def run_one(model_path: str, audio: str, chunk_seconds: float) -> None:
     """Child process: transcribe once, print text, seconds and peak RSS as JSON."""
-    from quartznet.models import load_model
+    from quartznet.tasks import load_model
     from quartznet.transcribe import transcribe
 
     torch.set_num_threads(2)

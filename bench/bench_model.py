@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from quartznet.heads import ctc_loss
+from quartznet.network.heads import ctc_loss
 from quartznet.models import CTCModel
-from quartznet.optim import NovoGrad
+from quartznet.optim.novograd import NovoGrad
 
 SAMPLE_RATE = 16000
 CONFIG = Path(__file__).resolve().parents[1] / "conf" / "model" / "quartznet_15x5.yaml"

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 from tqdm import tqdm
 
-from quartznet.checkpoint import UnsafeArchiveError, checked_member_path
+from quartznet.common.checkpoint import UnsafeArchiveError, checked_member_path
 from quartznet.data.audio import AudioError
 from quartznet.data.manifest import ManifestError, write_manifest
 

@@ -32,10 +32,12 @@ from pathlib import Path
 
 import torch
 
-from quartznet.evaluation import asr_dataset, utterance_outputs
-from quartznet.metrics import ErrorCounts, utterance_errors
-from quartznet.heads import LABELS
-from quartznet.models import CTCModel, load_model
+from quartznet.tasks.evaluation import asr_dataset, utterance_outputs
+from quartznet.common.metrics import ErrorCounts, utterance_errors
+from quartznet.network.heads import LABELS
+from quartznet.data.datasets import collate_asr
+from quartznet.models import CTCModel
+from quartznet.tasks import load_transcriber
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +211,7 @@ def collect_log_probs(
     """Per-utterance log-probabilities (T_i, V+1) on the CPU and the normalised references, in
     manifest order: computed once so that many decoder settings can be scored without the network."""
     dataset = asr_dataset(model, manifest)
-    outputs = dict(utterance_outputs(model, dataset, batch_size, num_workers=0, device=device, amp=amp))
+    outputs = dict(utterance_outputs(model, dataset, collate_asr, batch_size, num_workers=0, device=device, amp=amp))
     indices = sorted(outputs)
     references = [dataset.tokenizer.decode(dataset.tokens[i].tolist()) for i in indices]
     return [outputs[i] for i in indices], references
@@ -274,13 +276,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     if args.command == "lexicon":
-        vocabulary = load_model(args.model).vocabulary if args.model else LABELS
+        vocabulary = load_transcriber(args.model).vocabulary if args.model else LABELS
         words = [w for path in args.words for w in read_words(path)]
         print(f"wrote {build_lexicon(words, vocabulary, args.out)}")
         return
-    model = load_model(args.model)
-    if not isinstance(model, CTCModel):
-        raise SystemExit(f"error: {args.model} is a classifier; beam search needs a CTC model")
+    model = load_transcriber(args.model)
     log_probs, references = collect_log_probs(model, args.manifest, args.batch_size, torch.device(args.device))
     greedy = greedy_errors(model, log_probs, references)
     points = grid_search(model.vocabulary, model.blank_id, log_probs, references, args.lm_weights,

@@ -20,19 +20,21 @@ the mel variant as ONNX metadata (`vocabulary` is JSON).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 import torch
 from torch import nn
 
-from quartznet.features import (
-    LOG_ZERO_GUARD, NORMALIZERS, FilterbankFeatures, reflect_pad_per_utterance, time_mask,
-)
-from quartznet.fold import fold_batchnorm
-from quartznet.models import CTCModel
+from quartznet.network.features import FilterbankFeatures
+from quartznet.network.fold import fold_batchnorm
+
+if TYPE_CHECKING:  # the models pull in Lightning; at run time a model is passed in
+    from quartznet.models import CTCModel
 
 VARIANTS = ("openvino", "lengths", "mel")
 DEFAULT_OPSET = 17
@@ -65,7 +67,8 @@ class FeaturesWithLengths(nn.Module):
 
 
 class ConvPowerSpectrogram(nn.Module):
-    """|STFT|^2 of framed audio as one strided conv1d with a windowed DFT basis.
+    """|STFT|^2 of edge-padded audio as one strided conv1d with a windowed DFT basis: the traceable
+    `power_spectrum` piece of FilterbankFeatures.
 
     The TorchScript ONNX exporter has no complex tensors, so `torch.stft(return_complex=True)` cannot
     be exported; a conv with cos/sin kernels computes the same real and imaginary parts (center=False,
@@ -84,44 +87,18 @@ class ConvPowerSpectrogram(nn.Module):
         self.register_buffer("basis", basis.unsqueeze(1).float())  # (2F, 1, n_fft)
         self.hop_length = featurizer.hop_length
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L) padded samples -> (B, n_fft/2+1, T) power."""
+    def forward(self, x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+        """(B, L) padded samples -> (B, n_fft/2+1, T) power; `window` is already in the basis."""
         spec = nn.functional.conv1d(x.unsqueeze(1), self.basis, stride=self.hop_length)  # (B, 2F, T)
         real, imag = spec.chunk(2, dim=1)
         return real.pow(2) + imag.pow(2)
 
 
-class ExportableMelFeatures(nn.Module):
-    """`FilterbankFeatures.forward` in eval mode (no dither) with the STFT as a conv (see above)."""
-
-    def __init__(self, featurizer: FilterbankFeatures):
-        super().__init__()
-        self.featurizer = featurizer
-        self.power = ConvPowerSpectrogram(featurizer)
-
-    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L) samples, (B,) lengths -> (B, n_mels, T) features, (B,) frame lengths."""
-        f = self.featurizer
-        x = audio.float()
-        frames = f.frame_lengths(lengths)
-        if f.preemph:
-            x = torch.cat([x[:, :1], x[:, 1:] - f.preemph * x[:, :-1]], dim=1)
-            if f.variant == "current":
-                x = x.masked_fill(~time_mask(lengths, x.shape[1]), 0.0)
-        half = f.n_fft // 2
-        if f.variant == "classic":
-            x = reflect_pad_per_utterance(x, lengths, half)
-        else:
-            x = nn.functional.pad(x, (half, half))
-        x = torch.log(torch.matmul(f.fb, self.power(x)) + LOG_ZERO_GUARD)  # (B, n_mels, T)
-        if f.normalize:
-            x = NORMALIZERS[f.normalize](x, frames)
-        x = x.masked_fill(~time_mask(frames, x.shape[-1]).unsqueeze(1), 0.0)
-        if f.pad_to > 0:
-            # pad_time_to_multiple's `if` would be frozen at trace time; a padding of
-            # (-T) mod pad_to frames (0 when T is a multiple already) traces for every T.
-            x = nn.functional.pad(x, (0, (f.pad_to - x.shape[-1] % f.pad_to) % f.pad_to))
-        return x, frames
+def traceable_features(featurizer: FilterbankFeatures) -> FilterbankFeatures:
+    """A copy of the model's mel front end, in eval mode, with the conv STFT plugged in."""
+    traceable = copy.deepcopy(featurizer).eval()
+    traceable.power_spectrum = ConvPowerSpectrogram(featurizer)
+    return traceable
 
 
 class AudioWithLengths(nn.Module):
@@ -129,7 +106,7 @@ class AudioWithLengths(nn.Module):
 
     def __init__(self, model: CTCModel):
         super().__init__()
-        self.features = ExportableMelFeatures(model.preprocessor.featurizer)
+        self.features = traceable_features(model.preprocessor.featurizer)
         self.network = FeaturesWithLengths(model)
 
     def forward(self, input_signal: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,9 +137,11 @@ def export_onnx(model: CTCModel, path: str | Path, variant: str, opset: int = DE
     """Write `model` (BatchNorm folded here; the argument is not modified) as ONNX `variant` to `path`."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
-    if not isinstance(model, CTCModel):
+    from quartznet.tasks import task_of
+
+    if not task_of(model).transcribes:
         raise TypeError(f"ONNX export supports CTCModel (speech recognition), got {type(model).__name__}")
-    if variant == "mel" and not hasattr(model.preprocessor, "featurizer"):
+    if variant == "mel" and not isinstance(model.preprocessor.featurizer, FilterbankFeatures):
         raise ValueError("the mel variant needs the log-mel preprocessor (AudioToMelSpectrogramPreprocessor)")
     folded = fold_batchnorm(model)
     wrapper = {"openvino": FeaturesToLogProbs, "lengths": FeaturesWithLengths, "mel": AudioWithLengths}[variant]
@@ -200,13 +179,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     args = parser.parse_args(argv)
 
-    from quartznet.models import load_model  # pulls in Lightning; only the CLI needs it
+    from quartznet.tasks import load_transcriber  # pulls in Lightning; only the CLI needs it
 
     if not args.model.is_file():
         parser.error(f"no such model file: {args.model}")
-    model = load_model(args.model)
-    if not isinstance(model, CTCModel):
-        parser.error(f"{args.model} is a {type(model).__name__}; ONNX export supports CTC models")
+    try:
+        model = load_transcriber(args.model)
+    except ValueError as error:
+        parser.error(str(error))
     for variant in VARIANTS if args.variant == "all" else [args.variant]:
         path = export_onnx(model, args.out_dir / f"{args.model.stem}.{variant}.onnx", variant, args.opset)
         print(f"{variant}: {path}")

@@ -18,20 +18,46 @@ frames, so the only difference to whole-file inference is the encoder's limited 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from quartznet.features import FeatureStatistics, FilterbankFeatures
-from quartznet.models import CTCModel
+from quartznet.network.features import FeatureStatistics, FilterbankFeatures
+
+if TYPE_CHECKING:
+    from quartznet.models import CTCModel
 
 AudioBlocks = Callable[[], Iterable[torch.Tensor]]  # starts a new stream of (n,) sample blocks
 
 
-def encoder_stride(model: CTCModel) -> int:
-    """Feature frames per output frame (2 for QuartzNet: only the first block has stride 2)."""
-    strides = (block.get("stride", 1) for block in model.cfg.encoder.jasper)
-    return math.prod(int(s[0] if isinstance(s, Sequence) else s) for s in strides)
+class RollingBuffer:
+    """Positions [start, end) of a stream of tensors joined along their last axis: filled on demand from
+    the stream and trimmed from the left, so a loop over a long stream holds only what it still needs."""
+
+    def __init__(self, pieces: Iterable[torch.Tensor], empty: torch.Tensor):
+        self.pieces = iter(pieces)
+        self.data, self.start, self.ended = empty, 0, False
+
+    @property
+    def end(self) -> int:
+        return self.start + self.data.shape[-1]
+
+    def fill_to(self, position: int) -> None:
+        """Read pieces until `position` is buffered or the stream ends (then `ended` is True)."""
+        while not self.ended and self.end < position:
+            piece = next(self.pieces, None)
+            self.ended = piece is None
+            if piece is not None:
+                self.data = torch.cat([self.data, piece], dim=-1)
+
+    def slice(self, first: int, last: int) -> torch.Tensor:
+        return self.data[..., first - self.start : last - self.start]
+
+    def drop_before(self, position: int) -> None:
+        position = max(position, self.start)
+        self.data, self.start = self.data[..., position - self.start :], position
 
 
 def feature_pieces(featurizer: FilterbankFeatures, blocks: Iterable[torch.Tensor], piece_frames: int) -> Iterator[torch.Tensor]:
@@ -43,30 +69,22 @@ def feature_pieces(featurizer: FilterbankFeatures, blocks: Iterable[torch.Tensor
     """
     hop = featurizer.hop_length
     context = math.ceil((featurizer.n_fft // 2 + 1) / hop) + 1
-    device = featurizer.fb.device
-    stream = iter(blocks)
-    buffer, buffer_start = torch.zeros(0), 0  # samples [buffer_start, buffer_start + len)
-    start, ended = 0, False  # next frame to produce; whether the stream is exhausted
+    device = featurizer.window.device
+    samples = RollingBuffer((block.float().cpu() for block in blocks), torch.zeros(0))
+    start = 0  # next frame to produce
     while True:
-        while not ended and buffer_start + buffer.numel() < (start + piece_frames + context) * hop:
-            block = next(stream, None)
-            ended = block is None
-            if block is not None:
-                buffer = torch.cat([buffer, block.float().cpu()])
-        samples_end = buffer_start + buffer.numel()
+        samples.fill_to((start + piece_frames + context) * hop)
         stop = start + piece_frames
-        if ended:
-            stop = min(stop, int(featurizer.frame_lengths(torch.tensor([samples_end])).item()))
+        if samples.ended:
+            stop = min(stop, int(featurizer.frame_lengths(torch.tensor([samples.end])).item()))
         if start >= stop:
             return
         left = min(context, start)
-        first, last = (start - left) * hop, min(samples_end, (stop + context) * hop)
-        piece = buffer[first - buffer_start : last - buffer_start].to(device).unsqueeze(0)
+        piece = samples.slice((start - left) * hop, min(samples.end, (stop + context) * hop)).to(device).unsqueeze(0)
         features, _ = featurizer(piece, torch.tensor([piece.shape[1]], device=device), normalize=False)
         yield features[0, :, left : left + stop - start]
         start = stop
-        keep_from = max(0, (start - context) * hop)
-        buffer, buffer_start = buffer[keep_from - buffer_start :], keep_from
+        samples.drop_before(max(0, (start - context) * hop))
 
 
 def normalized_feature_pieces(featurizer: FilterbankFeatures, blocks: AudioBlocks, piece_frames: int) -> Iterator[torch.Tensor]:
@@ -82,6 +100,50 @@ def normalized_feature_pieces(featurizer: FilterbankFeatures, blocks: AudioBlock
         yield statistics.normalize(piece)
 
 
+@dataclass(frozen=True)
+class Window:
+    """One encoder window: `frames` (F, n) from `span_start`, whose central part starts at `start`."""
+
+    start: int
+    span_start: int
+    frames: torch.Tensor
+    last: bool  # the recording's final window: keep its output to the end
+
+
+def feature_windows(pieces: Iterable[torch.Tensor], n_features: int, central: int, context: int) -> Iterator[Window]:
+    """Windows of `central` frames with up to `context` frames on each side, over a stream of (F, n) pieces."""
+    frames = RollingBuffer((piece.cpu() for piece in pieces), torch.zeros(n_features, 0))
+    start = 0  # next window's first central frame
+    while True:
+        frames.fill_to(start + central + context)
+        total = frames.end  # all frames once the stream ended, else what is buffered
+        if start >= total:
+            return
+        span_start, span_stop = max(0, start - context), min(total, start + central + context)
+        last = frames.ended and start + central >= total
+        yield Window(start, span_start, frames.slice(span_start, span_stop), last)
+        start += central
+        frames.drop_before(max(0, start - context))
+
+
+def encode_windows(model: CTCModel, windows: list[Window], central: int) -> list[torch.Tensor]:
+    """Each window's central (T'_i, V+1) log-probs, the windows run as one padded batch."""
+    stride = model.encoder.total_stride
+    device = next(model.parameters()).device
+    width = max(window.frames.shape[1] for window in windows)
+    batch = torch.zeros(len(windows), windows[0].frames.shape[0], width, device=device)  # (B, F, T)
+    for row, window in enumerate(windows):
+        batch[row, :, : window.frames.shape[1]] = window.frames
+    lengths = torch.tensor([window.frames.shape[1] for window in windows], device=device)
+    log_probs, encoded_len, _ = model(processed_signal=batch, processed_signal_length=lengths)
+    kept = []
+    for row, window in enumerate(windows):
+        begin = (window.start - window.span_start) // stride
+        end = int(encoded_len[row]) if window.last else begin + central // stride
+        kept.append(log_probs[row, begin:end].cpu())
+    return kept
+
+
 def chunked_log_probs(
     model: CTCModel,
     audio: torch.Tensor | AudioBlocks,
@@ -94,59 +156,24 @@ def chunked_log_probs(
     blocks (e.g. `lambda: stream_audio(path)`); windows of `chunk_seconds` with `overlap_seconds` of
     context on each side, `batch_size` windows at a time, central frames kept. `advance` (e.g. a tqdm
     bar's update) is called with the seconds of audio each batch of windows covered."""
-    featurizer = model.preprocessor.featurizer
+    preprocessor = model.preprocessor
+    featurizer = preprocessor.featurizer
     if not isinstance(featurizer, FilterbankFeatures):
         raise ValueError("chunked transcription needs the mel front end (AudioToMelSpectrogramPreprocessor)")
-    stride = encoder_stride(model)
-    frames_per_second = model.preprocessor.sample_rate / featurizer.hop_length
+    stride = model.encoder.total_stride
+    frames_per_second = preprocessor.sample_rate / preprocessor.hop_length
     # Window edges on whole output frames, so each window's output frames line up with the file's.
     central = max(stride, round(chunk_seconds * frames_per_second / stride) * stride)
     context = round(overlap_seconds * frames_per_second / stride) * stride
     if isinstance(audio, torch.Tensor):
         waveform = audio
-        audio = lambda: waveform.split(central * featurizer.hop_length)  # noqa: E731
-    device = featurizer.fb.device
-    kept: list[torch.Tensor] = []
-    windows: list[tuple[int, int, torch.Tensor, bool]] = []  # (window start, span start, frames, last)
-
-    def run_windows() -> None:
-        width = max(frames.shape[1] for _, _, frames, _ in windows)
-        batch = torch.zeros(len(windows), featurizer.fb.shape[1], width, device=device)  # (B, F, T)
-        for row, (_, _, frames, _) in enumerate(windows):
-            batch[row, :, : frames.shape[1]] = frames
-        lengths = torch.tensor([frames.shape[1] for _, _, frames, _ in windows], device=device)
-        log_probs, encoded_len, _ = model(processed_signal=batch, processed_signal_length=lengths)
-        output_frames = 0
-        for row, (start, span_start, _, last) in enumerate(windows):
-            begin = (start - span_start) // stride
-            end = int(encoded_len[row]) if last else begin + central // stride
-            kept.append(log_probs[row, begin:end].cpu())
-            output_frames += end - begin
-        if advance is not None:
-            advance(output_frames * stride / frames_per_second)
-        windows.clear()
-
-    buffer, buffer_start = torch.zeros(featurizer.fb.shape[1], 0), 0  # normalised frames [buffer_start, ...)
-    start = 0  # next window's first central frame
+        audio = lambda: waveform.split(central * preprocessor.hop_length)  # noqa: E731
     pieces = normalized_feature_pieces(featurizer, audio, piece_frames=central)
-    ended = False
-    while True:
-        while not ended and buffer_start + buffer.shape[1] < start + central + context:
-            piece = next(pieces, None)
-            ended = piece is None
-            if piece is not None:
-                buffer = torch.cat([buffer, piece.cpu()], dim=1)
-        total = buffer_start + buffer.shape[1]  # all frames once ended, else what is buffered
-        if start >= total:
-            break
-        span_start, span_stop = max(0, start - context), min(total, start + central + context)
-        last = ended and start + central >= total
-        windows.append((start, span_start, buffer[:, span_start - buffer_start : span_stop - buffer_start], last))
-        if len(windows) == batch_size:
-            run_windows()
-        start += central
-        keep_from = max(0, start - context)
-        buffer, buffer_start = buffer[:, keep_from - buffer_start :], keep_from
-    if windows:
-        run_windows()
+    windows = feature_windows(pieces, preprocessor.n_features, central, context)
+    kept: list[torch.Tensor] = []
+    while batch := [window for _, window in zip(range(batch_size), windows)]:
+        outputs = encode_windows(model, batch, central)
+        kept.extend(outputs)
+        if advance is not None:
+            advance(sum(output.shape[0] for output in outputs) * stride / frames_per_second)
     return torch.cat(kept)

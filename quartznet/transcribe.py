@@ -17,15 +17,18 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import soundfile
 import torch
 from tqdm import tqdm
 
 from quartznet.data.audio import AudioError, audio_duration, load_audio, stream_audio
-from quartznet.long_audio import chunked_log_probs, encoder_stride
-from quartznet.models import CTCModel
+from quartznet.long_audio import chunked_log_probs
+from quartznet.network.heads import ctc_token_runs
+
+if TYPE_CHECKING:  # the models pull in Lightning; at run time a model is passed in
+    from quartznet.models import CTCModel
 
 MANIFEST_SUFFIXES = {".json", ".jsonl"}
 LONG_FILE_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} s of audio [{elapsed}<{remaining}]"
@@ -91,44 +94,39 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[AudioItem]:
 
 @contextlib.contextmanager
 def inference_settings(model: CTCModel) -> Iterator[None]:
-    """Eval mode and no feature padding (pad_to 0) while transcribing; the model's own settings come back
-    afterwards, so transcribing in the middle of training changes nothing."""
-    featurizer = model.preprocessor.featurizer
-    was_training, pad_to = model.training, featurizer.pad_to
+    """Eval mode while transcribing; the model's own mode comes back afterwards, so transcribing in the
+    middle of training changes nothing. (Feature padding, pad_to, needs no change: outputs are cut to
+    each utterance's valid frames, which padding never alters.)"""
+    was_training = model.training
     model.eval()
-    featurizer.pad_to = 0
     try:
         yield
     finally:
-        featurizer.pad_to = pad_to
         model.train(was_training)
 
 
 def frame_seconds(model: CTCModel) -> float:
-    featurizer = model.preprocessor.featurizer
-    return featurizer.hop_length * encoder_stride(model) / model.preprocessor.sample_rate
+    """Seconds per output frame (20 ms for QuartzNet)."""
+    return model.preprocessor.hop_length * model.encoder.total_stride / model.preprocessor.sample_rate
 
 
 def word_timestamps(best: Sequence[int], model: CTCModel, seconds_per_frame: float) -> list[dict[str, Any]]:
-    """Words of the greedy path with their times: a word starts at its first non-blank frame and ends
-    after its last one; the space label separates words."""
-    vocabulary, blank = model.vocabulary, model.blank_id
+    """Words of the greedy path with their times: a word starts at the first frame of its first letter
+    and ends after the last frame of its last one; the space label separates words."""
+    vocabulary = model.vocabulary
     words: list[dict[str, Any]] = []
     letters: list[str] = []
     start = end = 0
-    previous = blank
-    for frame, token in enumerate(best):
-        if token != blank and vocabulary[token] == " ":
+    for token, first, stop in zip(*(t.tolist() for t in ctc_token_runs(torch.as_tensor(best), model.blank_id))):
+        if vocabulary[token] == " ":
             if letters:
                 words.append({"word": "".join(letters), "start": start, "end": end})
                 letters = []
-        elif token != blank:
-            if not letters:
-                start = frame
-            if token != previous:  # CTC: a repeated label without a blank between is one letter
-                letters.append(vocabulary[token])
-            end = frame + 1
-        previous = token
+            continue
+        if not letters:
+            start = first
+        letters.append(vocabulary[token])
+        end = stop
     if letters:
         words.append({"word": "".join(letters), "start": start, "end": end})
     for word in words:
@@ -226,6 +224,16 @@ def transcribe(
     return results
 
 
+def transcribe_texts(model: CTCModel, paths: Sequence[str | os.PathLike], batch_size: int = 4, **options: Any) -> list[str]:
+    """Greedy texts of audio files, in order (what NeMo's `model.transcribe(paths)` returns); an unreadable
+    file raises its AudioError. `options` go to `transcribe` (chunk_seconds, overlap_seconds, ...)."""
+    errors: list[AudioError] = []
+    rows = transcribe(model, paths, batch_size=batch_size, errors=errors, **options)
+    if errors:  # a list of texts has no place for a missing one: fail rather than shift the others
+        raise errors[0]
+    return [row["text"] for row in rows]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="transcribe", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a CTC model: .nemo or Lightning .ckpt")
@@ -244,15 +252,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     beam.add_argument("--word-score", type=float, default=0.0)
     args = parser.parse_args(argv)
 
-    from quartznet.models import load_model  # here, so `--help` does not pay for importing Lightning
+    from quartznet.tasks import load_transcriber  # here, so `--help` does not pay for importing Lightning
 
     try:
         items = expand_inputs(args.inputs)
     except InputError as error:
         parser.error(str(error))
-    model = load_model(args.model)
-    if not isinstance(model, CTCModel):
-        parser.error(f"{args.model}: a keyword classifier, not a CTC speech recognition model")
+    try:
+        model = load_transcriber(args.model)
+    except ValueError as error:
+        parser.error(str(error))
     model = model.to(resolve_device(args.device))
     decode = None
     if args.beam_size or args.lm or args.lexicon:

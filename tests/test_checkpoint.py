@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from conftest import NEMO_CTC, randomize_batchnorm, tiny_classifier_config, tiny_ctc_config
-from quartznet.checkpoint import UnsafeArchiveError, load_nemo, safe_extract
+from quartznet.common.checkpoint import UnsafeArchiveError, load_nemo, safe_extract
 from quartznet.models import ClassificationModel, CTCModel
 
 
@@ -89,7 +89,7 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
     config, weights = load_nemo(NEMO_CTC)
     del weights["decoder.decoder_layers.0.bias"]
     bad = tmp_path / "bad.nemo"
-    from quartznet.checkpoint import save_nemo
+    from quartznet.common.checkpoint import save_nemo
 
     save_nemo(bad, config, weights)
     with pytest.raises(ValueError, match="decoder.decoder_layers.0.bias"):

@@ -26,7 +26,7 @@ from quartznet.data.datasets import (
 from quartznet.data.manifest import ManifestError
 from quartznet.data.sampler import DurationBucketSampler
 from quartznet.data.text import CharTokenizer
-from quartznet.heads import LABELS
+from quartznet.network.heads import LABELS
 
 RATE = 16000
 

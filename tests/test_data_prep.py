@@ -20,7 +20,7 @@ import soundfile
 
 from data_prep import common, librispeech, speech_commands, synthetic
 from data_prep.common import PrepError
-from quartznet.checkpoint import UnsafeArchiveError
+from quartznet.common.checkpoint import UnsafeArchiveError
 
 RATE = 16000
 needs_espeak = pytest.mark.skipif(

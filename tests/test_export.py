@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from quartznet.export import export_onnx, main
-from quartznet.fold import fold_batchnorm
+from quartznet.network.fold import fold_batchnorm
 from quartznet.models import CTCModel
 from tests.conftest import model_config, randomize_batchnorm, tiny_ctc_config
 

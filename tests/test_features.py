@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchaudio
 
-from quartznet.features import (
+from quartznet.network.features import (
     NORMALIZERS,
     AudioToMelSpectrogramPreprocessor,
     AudioToMFCCPreprocessor,

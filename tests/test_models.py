@@ -6,9 +6,9 @@ import pytest
 import torch
 import yaml
 
-import quartznet.blocks
+import quartznet.network.blocks
 from conftest import FIXTURES, model_config, randomize_batchnorm, tiny_classifier_config, tiny_ctc_config
-from quartznet.blocks import JasperBlock, MaskedConv1d, SqueezeExcite, to_frames_layout, valid_mask
+from quartznet.network.blocks import JasperBlock, MaskedConv1d, SqueezeExcite, to_frames_layout, valid_mask
 from quartznet.models import ClassificationModel, CTCModel
 
 @pytest.mark.parametrize(
@@ -72,14 +72,14 @@ def test_padding_frames_never_reach_valid_frames():
 
 def test_masks_are_built_once_per_distinct_length(monkeypatch):
     calls = []
-    original = quartznet.blocks.valid_mask
+    original = quartznet.network.blocks.valid_mask
 
     def counting(lengths, max_len):
         calls.append(max_len)
         return original(lengths, max_len)
 
-    monkeypatch.setattr(quartznet.blocks, "valid_mask", counting)
-    monkeypatch.setattr("quartznet.encoder.valid_mask", counting)
+    monkeypatch.setattr(quartznet.network.blocks, "valid_mask", counting)
+    monkeypatch.setattr("quartznet.network.encoder.valid_mask", counting)
     model = CTCModel(tiny_ctc_config()).eval()
     with torch.inference_mode():
         model(input_signal=torch.randn(2, 16000), input_signal_length=torch.tensor([16000, 9000]))
@@ -163,7 +163,7 @@ def test_unknown_module_target_is_a_clear_error():
 
 
 def test_ctc_loss_is_batch_mean_of_per_utterance_nll_and_finite_when_infeasible():
-    from quartznet.heads import ctc_loss
+    from quartznet.network.heads import ctc_loss
 
     torch.manual_seed(0)
     log_probs = torch.randn(3, 20, 29).log_softmax(-1)

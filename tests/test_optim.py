@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from quartznet.optim import NovoGrad
+from quartznet.optim.novograd import NovoGrad
 
 
 def test_two_steps_match_hand_computation():

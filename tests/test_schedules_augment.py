@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from quartznet.augment import SpectrogramAugmentation, WaveformAugmentation
-from quartznet.schedulers import build_scheduler
+from quartznet.data.augment import WaveformAugmentation
+from quartznet.network.spec_augment import SpectrogramAugmentation
+from quartznet.optim.schedulers import build_scheduler
 
 
 def lr_trace(name: str, steps: int, **options) -> list[float]:

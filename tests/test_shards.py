@@ -19,7 +19,7 @@ from quartznet.data import shards as shards_module
 from quartznet.data.audio import load_audio
 from quartznet.data.datasets import SkipReport
 from quartznet.data.shards import INDEX_NAME, ShardDataset, shard_name, write_shards
-from quartznet.heads import LABELS
+from quartznet.network.heads import LABELS
 
 RATE = 16000
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]

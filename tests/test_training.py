@@ -19,9 +19,9 @@ import torch
 
 from conftest import ROOT, compose, model_config
 from quartznet.data.manifest import read_manifests, write_manifest
-from quartznet.datamodule import SpeechDataModule
+from quartznet.training.datamodule import SpeechDataModule
 from quartznet.models import ClassificationModel, CTCModel
-from quartznet.training import build_model, filter_keys, initialize_from
+from quartznet.training.setup import build_model, filter_keys, initialize_from
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is needed for speech (make setup installs it)")
 

@@ -174,3 +174,12 @@ class DurationBucketSampler(Sampler[list[int]]):
                 )
         self.epoch = self._next_epoch = int(state["epoch"])
         self._skip = self._yielded = int(state["batches_done"])
+
+
+def evaluation_batches(durations: Sequence[float], batch_size: int, rank: int, world: int) -> list[list[int]]:
+    """This rank's evaluation batches: utterances dealt round-robin in duration order (similar lengths
+    per batch, near-equal work per rank), each exactly once over all ranks. Lightning needs at least one
+    batch per rank, so a set smaller than the world repeats one utterance on the ranks left empty."""
+    order = np.argsort(np.asarray(durations), kind="stable")
+    mine = order[rank::world].tolist() or [int(order[rank % len(order)])]
+    return [mine[start : start + batch_size] for start in range(0, len(mine), batch_size)]

@@ -10,7 +10,6 @@ always name NeMo's, so NeMo can restore what we write.
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import re
 from collections.abc import Mapping
@@ -22,16 +21,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from quartznet.augment import SpectrogramAugmentation
-from quartznet.data.datasets import SkipReport
-from quartznet.checkpoint import CKPT_CONFIG_KEY, load_checkpoint, save_nemo
-from quartznet.encoder import ConvASREncoder, nemo_encoder_section
-from quartznet.features import AudioToMelSpectrogramPreprocessor, AudioToMFCCPreprocessor
-from quartznet.heads import ConvASRDecoder, ConvASRDecoderClassification
-from quartznet.optim import NovoGrad
-from quartznet.schedulers import build_scheduler
+from quartznet.network.spec_augment import SpectrogramAugmentation
+from quartznet.common.checkpoint import CKPT_CONFIG_KEY, load_checkpoint, save_nemo
+from quartznet.network.encoder import ConvASREncoder, nemo_encoder_section
+from quartznet.network.features import AudioToMelSpectrogramPreprocessor, AudioToMFCCPreprocessor
+from quartznet.network.heads import ConvASRDecoder, ConvASRDecoderClassification
+from quartznet.optim.novograd import NovoGrad
+from quartznet.optim.schedulers import build_scheduler
 
-log = logging.getLogger(__name__)
 
 NEMO_MODULES_PATH = "nemo.collections.asr.modules"
 MODULES: dict[str, type[nn.Module]] = {
@@ -130,7 +127,6 @@ class QuartzNetModel(pl.LightningModule):
         self.cfg = OmegaConf.create(as_plain_config(cfg))
         self.frozen_batchnorm = False
         self._eval_totals: dict[str, dict[int, torch.Tensor]] = {}
-        self.skip_report = SkipReport()
 
     def build_preprocessor(self) -> nn.Module:
         """The `preprocessor` section; a log-mel one gets the mel variant the config implies (written
@@ -249,24 +245,6 @@ class QuartzNetModel(pl.LightningModule):
         if hasattr(datamodule, "set_epoch"):
             datamodule.set_epoch(self.current_epoch)
 
-    def note_skipped(self, batch: Any) -> None:
-        """Collect the files a training batch had to leave out (reported at epoch end)."""
-        if batch.skipped:
-            self.skip_report.add(batch.skipped)
-
-    def on_train_epoch_end(self) -> None:
-        report = self.skip_report
-        if self.trainer.world_size > 1:  # every rank saw other files: merge the reports
-            gathered = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, report.as_dict())
-            report = SkipReport()
-            for part in gathered:
-                report.merge(part)
-        self.log("train_skipped", float(report.count), sync_dist=True)  # equal on every rank after the merge
-        if report.count and self.trainer.is_global_zero:
-            log.warning("epoch %d: %s", self.current_epoch, report.summary())
-        self.skip_report.reset()
-
     # --- evaluation bookkeeping shared by validation and test ----------------------------------------
     # Each step adds counts (never rates) per dataloader; at epoch end they are summed over DDP ranks, so
     # every rank logs the same corpus-level metrics.
@@ -308,7 +286,6 @@ class QuartzNetModel(pl.LightningModule):
         self.last_test_metrics = self.log_eval_metrics("test")
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        self.note_skipped(batch)
         if batch.audio.shape[0] == 0:  # every file of the batch was unusable: a no-op step keeps DDP in step
             return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
         loss, metrics = self.training_loss(batch)

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from quartznet.features import AudioToMFCCPreprocessor, crop_or_pad_frames
+from quartznet.network.features import crop_or_pad_frames
 from quartznet.models.base import QuartzNetModel, full_lengths
 
 
@@ -48,9 +48,9 @@ class ClassificationModel(QuartzNetModel):
         )
         if self.fixed_frames:
             valid_frames = processed_signal_length
-            if audio_lengths is not None and isinstance(self.preprocessor, AudioToMFCCPreprocessor):
+            if audio_lengths is not None:
                 # NeMo's MFCC length is ceil(L / hop); the STFT has L // hop + 1 frames of the utterance.
-                valid_frames = self.preprocessor.stft_frames(audio_lengths)
+                valid_frames = self.preprocessor.content_frames(audio_lengths)
             processed_signal = crop_or_pad_frames(
                 processed_signal, valid_frames, self.fixed_frames, random_crop=self.training
             )
@@ -58,6 +58,10 @@ class ClassificationModel(QuartzNetModel):
         processed_signal = self.augment(processed_signal, processed_signal_length)
         encoded, _ = self.encoder(audio_signal=processed_signal, length=processed_signal_length)
         return self.decoder(encoder_output=encoded)
+
+    def per_utterance_outputs(self, input_signal: torch.Tensor, input_signal_length: torch.Tensor) -> list[torch.Tensor]:
+        """(B, L) audio -> B logit vectors (num_classes,)."""
+        return list(self(input_signal=input_signal, input_signal_length=input_signal_length))
 
     def change_labels(self, new_labels: Sequence[str]) -> None:
         """A new class list: the linear head is rebuilt for it, the encoder is kept."""

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from quartznet.heads import ctc_greedy_decode, ctc_loss
-from quartznet.metrics import ErrorCounts, corpus_errors
+from quartznet.network.heads import ctc_greedy_decode, ctc_loss
+from quartznet.common.metrics import ErrorCounts, corpus_errors
 from quartznet.models.base import QuartzNetModel
 
 
@@ -52,17 +52,10 @@ class CTCModel(QuartzNetModel):
         """Greedy CTC strings, one per utterance."""
         return ctc_greedy_decode(log_probs, encoded_len, self.vocabulary, self.blank_id)
 
-    def transcribe(self, paths: Sequence[str], batch_size: int = 4, **options: Any) -> list[str]:
-        """Greedy texts of audio files, in order (NeMo's name); unreadable files raise AudioError.
-        `options` go to quartznet.transcribe.transcribe (chunk_seconds, overlap_seconds, ...)."""
-        from quartznet.data.audio import AudioError
-        from quartznet.transcribe import transcribe  # imported here: that module imports this one
-
-        errors: list[AudioError] = []
-        rows = transcribe(self, paths, batch_size=batch_size, errors=errors, **options)
-        if errors:  # a list of texts has no place for a missing one: fail rather than shift the others
-            raise errors[0]
-        return [row["text"] for row in rows]
+    def per_utterance_outputs(self, input_signal: torch.Tensor, input_signal_length: torch.Tensor) -> list[torch.Tensor]:
+        """(B, L) audio -> B log-prob tensors (T'_i, V+1), each cut to its valid frames."""
+        log_probs, encoded_len, _ = self(input_signal=input_signal, input_signal_length=input_signal_length)
+        return [log_probs[row, : int(encoded_len[row])] for row in range(log_probs.shape[0])]
 
     def change_vocabulary(self, new_vocabulary: Sequence[str]) -> None:
         """A new alphabet: the head is rebuilt (blank = len(new_vocabulary), last), the encoder is kept."""

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from quartznet.network.masks import time_mask
+
 BN_EPS = 1e-3  # NeMo's BatchNorm1d eps for Jasper blocks
 BN_MOMENTUM = 0.1
 
@@ -40,7 +42,7 @@ def make_activation(name: str) -> nn.Module:
 
 def valid_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """(B,) lengths -> (B, 1, 1, T) float, 1.0 on valid frames (t < length), 0.0 on padding."""
-    return (torch.arange(max_len, device=lengths.device) < lengths.unsqueeze(1))[:, None, None, :].float()
+    return time_mask(lengths, max_len)[:, None, None, :].float()
 
 
 def zero_padding(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -7,13 +7,14 @@ NeMo YAML's encoder section builds as it is.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from quartznet.blocks import JasperBlock, valid_mask, to_frames_layout
+from quartznet.network.blocks import JasperBlock, MaskedConv1d, to_frames_layout, valid_mask
 
 # NeMo block keys accepted only at the value QuartzNet/MatchboxNet use.
 FIXED_BLOCK_KEYS = {
@@ -109,6 +110,11 @@ class ConvASREncoder(nn.Module):
         self.encoder = nn.Sequential(*blocks)
         self.feat_in, self.feat_out = feat_in, channels
         self.apply(xavier_init)
+
+    @property
+    def total_stride(self) -> int:
+        """Input frames per output frame (2 for QuartzNet: only the first block is strided)."""
+        return math.prod(m.conv.stride[0] for m in self.modules() if isinstance(m, MaskedConv1d))
 
     def forward(self, audio_signal: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, feat_in, T) features -> (B, feat_out, T') encodings (not masked past length), (B,) lengths."""

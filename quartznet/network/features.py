@@ -19,6 +19,8 @@ import torch
 import torchaudio
 from torch import nn
 
+from quartznet.network.masks import time_mask
+
 LOG_ZERO_GUARD = 2.0**-24  # NeMo's `log_zero_guard_value` for log-mels
 NORMALIZE_EPS = 1e-5  # added to the std in per-feature normalisation (NeMo's CONSTANT)
 MFCC_LOG_OFFSET = 1e-6  # torchaudio's MFCC(log_mels=True) offset
@@ -39,11 +41,6 @@ def reflect_pad_per_utterance(x: torch.Tensor, lengths: torch.Tensor, pad: int) 
     beyond = source < 0  # only past `last + pad`, which no valid frame reads
     padded = torch.gather(x, 1, source.clamp(min=0, max=max_len - 1))
     return padded.masked_fill(beyond, 0.0)
-
-
-def time_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """(B, T) bool, True on valid frames."""
-    return torch.arange(max_len, device=lengths.device) < lengths.unsqueeze(1)
 
 
 def normalize_per_feature(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -106,10 +103,29 @@ class FeatureStatistics:
 
 
 def pad_time_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Right-pad the time axis of (B, F, T) with zeros to a multiple of `multiple` (0 = no padding)."""
-    if multiple > 0 and x.shape[-1] % multiple:
-        x = nn.functional.pad(x, (0, multiple - x.shape[-1] % multiple))
-    return x
+    """Right-pad the time axis of (B, F, T) with zeros to a multiple of `multiple` (0 = no padding).
+
+    Always one pad of (-T) mod `multiple` frames (0 when T is a multiple already), with no branch on T:
+    an ONNX trace then keeps the padding right for every input length."""
+    if multiple <= 0:
+        return x
+    return nn.functional.pad(x, (0, (multiple - x.shape[-1] % multiple) % multiple))
+
+
+class StftPower(nn.Module):
+    """|STFT|^2 of edge-padded audio with torch.stft: (B, L) -> (B, n_fft/2+1, T). The default power
+    spectrum of FilterbankFeatures; export swaps in an equivalent that ONNX can trace (no complex)."""
+
+    def __init__(self, n_fft: int, hop_length: int, win_length: int):
+        super().__init__()
+        self.n_fft, self.hop_length, self.win_length = n_fft, hop_length, win_length
+
+    def forward(self, x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(
+            x, self.n_fft, hop_length=self.hop_length, win_length=self.win_length,
+            window=window, center=False, return_complex=True,
+        )
+        return torch.view_as_real(spec).pow(2).sum(-1)
 
 
 class FilterbankFeatures(nn.Module):
@@ -117,6 +133,10 @@ class FilterbankFeatures(nn.Module):
 
     variant "classic" (NeMo < mid-2025, NGC checkpoints): reflect STFT padding, seq_len = L // hop + 1.
     variant "current" (NeMo >= mid-2025): zero STFT padding, seq_len = L // hop, pre-emphasis masked.
+
+    The one home of the mel math: training, inference, long audio (pieces without normalisation) and
+    the ONNX export all run this forward. `power_spectrum` is the pluggable STFT piece (StftPower by
+    default; the export sets a traceable one with the same output).
     """
 
     def __init__(
@@ -149,6 +169,11 @@ class FilterbankFeatures(nn.Module):
             sample_rate=sample_rate, norm="slaney", mel_scale="slaney",
         )
         self.register_buffer("fb", fb.T.unsqueeze(0).contiguous())
+        self.power_spectrum: nn.Module = StftPower(n_fft, hop_length, win_length)
+
+    @property
+    def n_mels(self) -> int:
+        return self.fb.shape[1]
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Valid frames per utterance from its sample count."""
@@ -176,11 +201,7 @@ class FilterbankFeatures(nn.Module):
             x = reflect_pad_per_utterance(x, lengths, half)
         else:  # samples past each length are zero already, so batch padding reads as zero padding
             x = nn.functional.pad(x, (half, half))
-        spec = torch.stft(
-            x, self.n_fft, hop_length=self.hop_length, win_length=self.win_length,
-            window=self.window, center=False, return_complex=True,
-        )  # (B, n_fft/2+1, T)
-        power = torch.view_as_real(spec).pow(2).sum(-1)
+        power = self.power_spectrum(x, self.window)  # (B, n_fft/2+1, T)
         mel = torch.matmul(self.fb, power)  # (B, n_mels, T)
         x = torch.log(mel + LOG_ZERO_GUARD)
         if self.normalize and normalize:
@@ -239,6 +260,21 @@ class AudioToMelSpectrogramPreprocessor(nn.Module):
             n_mels=features, f_min=lowfreq, f_max=highfreq or sample_rate / 2, preemph=preemph,
             dither=dither, normalize=normalize, pad_to=pad_to, variant=variant,
         )
+
+    @property
+    def n_features(self) -> int:
+        return self.featurizer.n_mels
+
+    @property
+    def hop_length(self) -> int:
+        return self.featurizer.hop_length
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return self.featurizer.frame_lengths(lengths)
+
+    def content_frames(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames that hold an utterance of `lengths` samples (here: its valid frames)."""
+        return self.featurizer.frame_lengths(lengths)
 
     @torch.no_grad()
     def forward(
@@ -311,6 +347,10 @@ class AudioToMFCCPreprocessor(nn.Module):
             },
         )
 
+    @property
+    def n_features(self) -> int:
+        return self.featurizer.n_mfcc
+
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """NeMo's MFCC length: ceil(L / hop) (the STFT itself yields L // hop + 1 frames)."""
         return (lengths + self.hop_length - 1) // self.hop_length
@@ -332,6 +372,7 @@ class AudioToMFCCPreprocessor(nn.Module):
         mfcc = torch.matmul(mel.transpose(1, 2), self.featurizer.dct_mat).transpose(1, 2)
         return mfcc, self.frame_lengths(length)
 
-    def stft_frames(self, lengths: torch.Tensor) -> torch.Tensor:
-        """Frames the STFT yields for an utterance of `lengths` samples on its own."""
+    def content_frames(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames that hold an utterance of `lengths` samples: all the STFT yields for it on its own
+        (NeMo's MFCC length, ceil(L / hop), leaves out the last one)."""
         return lengths // self.hop_length + 1

@@ -16,7 +16,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from quartznet.blocks import FrameBatchNorm, JasperBlock, MaskedConv1d
+from quartznet.network.blocks import FrameBatchNorm, JasperBlock, MaskedConv1d
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
 

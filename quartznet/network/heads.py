@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from quartznet.encoder import xavier_init
+from quartznet.network.encoder import xavier_init
 
 # QuartzNet's English alphabet (docs/nemo_compatibility.md §1); the CTC blank comes after it, at index
 # len(LABELS).
@@ -49,14 +49,22 @@ class ConvASRDecoder(nn.Module):
         return torch.log_softmax(logits.float(), dim=-1)
 
 
+def ctc_token_runs(best: torch.Tensor, blank_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The CTC rule (docs/nemo_compatibility.md §1) on one best path: (T,) frame ids -> (tokens, first
+    frames, end frames) of each run of one non-blank id. A repeated id with no blank between is one token."""
+    new_run = torch.ones_like(best, dtype=torch.bool)
+    new_run[1:] = best[1:] != best[:-1]
+    starts = new_run.nonzero().squeeze(1)
+    ends = torch.cat([starts[1:], starts.new_tensor([best.numel()])])
+    tokens = best[starts]
+    keep = tokens != blank_id
+    return tokens[keep], starts[keep], ends[keep]
+
+
 def ctc_greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank_id: int) -> list[list[int]]:
-    """Best path per utterance: argmax per frame, merge repeats, drop blanks
-    (docs/nemo_compatibility.md §1)."""
-    best = log_probs.argmax(dim=-1)  # (B, T)
-    previous = nn.functional.pad(best[:, :-1], (1, 0), value=blank_id)
-    valid = torch.arange(best.shape[1], device=best.device) < lengths.unsqueeze(1)
-    emit = (best != blank_id) & (best != previous) & valid
-    return [row[keep].tolist() for row, keep in zip(best.cpu(), emit.cpu())]
+    """Best path per utterance: argmax per valid frame, then the CTC rule (ctc_token_runs)."""
+    best = log_probs.argmax(dim=-1).cpu()  # (B, T)
+    return [ctc_token_runs(row[:n], blank_id)[0].tolist() for row, n in zip(best, lengths.tolist())]
 
 
 def ctc_greedy_decode(

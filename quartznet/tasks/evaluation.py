@@ -23,9 +23,10 @@ from quartznet.data.datasets import (
     collate_asr,
     collate_labels,
 )
-from quartznet.datamodule import evaluation_batches
-from quartznet.metrics import ErrorCounts, utterance_errors
+from quartznet.common.metrics import ErrorCounts, utterance_errors
+from quartznet.data.sampler import evaluation_batches
 from quartznet.models import ClassificationModel, CTCModel, QuartzNetModel
+from quartznet.tasks.plots import plot_asr_summary, plot_confusion_matrix
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,14 @@ class AsrResult:
         e = self.errors
         return {"wer": e.wer, "cer": e.cer, "substitutions": e.substitutions, "deletions": e.deletions,
                 "insertions": e.insertions, "reference_words": e.reference_words, "utterances": len(self.rows)}
+
+    def report(self, worst: int = 10) -> str:
+        return format_asr_report(self, worst)
+
+    def plot(self, output_dir: Path, name: str) -> Path:
+        path = Path(output_dir) / "evaluation_summary.png"
+        plot_asr_summary({name: self.summary()}, path)
+        return path
 
 
 @dataclass
@@ -68,6 +77,14 @@ class ClassificationResult:
                 "support": actual,
             }
         return {"accuracy": correct / max(total, 1), "utterances": total, "per_class": per_class}
+
+    def report(self, worst: int = 10) -> str:
+        return format_classification_report(self)
+
+    def plot(self, output_dir: Path, name: str) -> Path:
+        path = Path(output_dir) / "confusion_matrix.png"
+        plot_confusion_matrix(self.confusion, self.labels, path)
+        return path
 
 
 class _WithIndex(Dataset):
@@ -94,13 +111,12 @@ def asr_dataset(model: CTCModel, manifest: str | Path) -> AudioToCharDataset:
 
 
 def utterance_outputs(
-    model: QuartzNetModel, dataset: Dataset, batch_size: int = 32, num_workers: int = 2,
+    model: QuartzNetModel, dataset: Dataset, collate: Callable, batch_size: int = 32, num_workers: int = 2,
     device: torch.device = torch.device("cpu"), amp: bool = False, skipped: SkipReport | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """(dataset index, output on the CPU) per usable utterance, run in batches of similar duration:
-    (T_i, V+1) log-probs (valid frames) for a CTC model, (classes,) logits for a classifier. Unusable
-    files go to `skipped`."""
-    collate = collate_asr if isinstance(model, CTCModel) else collate_labels
+    the model's `per_utterance_outputs` ((T_i, V+1) log-probs for CTC, (classes,) logits for a
+    classifier). Unusable files go to `skipped`."""
     loader = DataLoader(
         _WithIndex(dataset), batch_sampler=evaluation_batches(dataset.durations, batch_size, 0, 1),
         num_workers=num_workers, collate_fn=functools.partial(_collate_with_indices, collate),
@@ -114,12 +130,7 @@ def utterance_outputs(
             if not kept:
                 continue
             with torch.inference_mode(), autocast_context(device, amp):
-                output = model(input_signal=batch.audio.to(device), input_signal_length=batch.audio_len.to(device))
-            if isinstance(model, CTCModel):
-                log_probs, encoded_len, _ = output
-                rows = [log_probs[row, : int(encoded_len[row])] for row in range(len(kept))]
-            else:
-                rows = list(output)
+                rows = model.per_utterance_outputs(batch.audio.to(device), batch.audio_len.to(device))
             yield from zip(kept, (row.float().cpu() for row in rows))
 
 
@@ -134,7 +145,9 @@ def evaluate_asr(
     result = AsrResult()
     predictions = {
         index: decode(emission.unsqueeze(0), torch.tensor([emission.shape[0]]))[0]
-        for index, emission in utterance_outputs(model, dataset, batch_size, num_workers, device, amp, result.skipped)
+        for index, emission in utterance_outputs(
+            model, dataset, collate_asr, batch_size, num_workers, device, amp, result.skipped
+        )
     }
     for index in sorted(predictions):
         entry = dataset.entries[index]
@@ -158,7 +171,9 @@ def evaluate_classifier(
     result.confusion = [[0] * len(model.labels) for _ in model.labels]
     predictions = {
         index: int(logits.argmax())
-        for index, logits in utterance_outputs(model, dataset, batch_size, num_workers, device, amp, result.skipped)
+        for index, logits in utterance_outputs(
+            model, dataset, collate_labels, batch_size, num_workers, device, amp, result.skipped
+        )
     }
     for index in sorted(predictions):
         entry, reference = dataset.entries[index], dataset.label_ids[index]

@@ -16,28 +16,16 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
-from quartznet.augment import WaveformAugmentation
-from quartznet.data.datasets import AudioToCharDataset, AudioToLabelDataset, collate_asr, collate_labels
+from quartznet.data.augment import WaveformAugmentation
 from quartznet.data.manifest import manifest_paths
-from quartznet.data.sampler import DurationBucketSampler, distributed_rank_and_world
+from quartznet.data.sampler import DurationBucketSampler, distributed_rank_and_world, evaluation_batches
 from quartznet.data.shards import ShardDataset
+from quartznet.tasks import task_named
 
 log = logging.getLogger(__name__)
 
 # Lightning warns that a map-style loader cannot resume mid-epoch; ours does, through state_dict below.
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-
-TASKS = ("asr", "classification")
-
-
-def evaluation_batches(durations: Sequence[float], batch_size: int, rank: int, world: int) -> list[list[int]]:
-    """This rank's evaluation batches: utterances dealt round-robin in duration order (similar lengths
-    per batch, near-equal work per rank), each exactly once over all ranks. Lightning needs at least one
-    batch per rank, so a set smaller than the world repeats one utterance on the ranks left empty."""
-    order = np.argsort(np.asarray(durations), kind="stable")
-    mine = order[rank::world].tolist() or [int(order[rank % len(order)])]
-    return [mine[start : start + batch_size] for start in range(0, len(mine), batch_size)]
-
 
 def manifest_name(manifests: str | Sequence[str]) -> str:
     """A short name for logging a validation set: its first manifest's file stem."""
@@ -72,9 +60,11 @@ class SpeechDataModule(pl.LightningDataModule):
         data_prep/make_shards.py); `augment`: WaveformAugmentation options (train only);
         `monitor` / `monitor_mode`: the metric checkpoints are chosen on for this kind of data."""
         super().__init__()
-        if task not in TASKS:
-            raise ValueError(f"data.task must be one of {TASKS}, got {task!r}")
         self.task, self.labels = task, list(labels)
+        try:
+            self.task_spec = task_named(task)
+        except ValueError as error:
+            raise ValueError(f"data.task: {error}") from error
         self.train_manifest = train_manifest
         self.train_shards = dict(train_shards) if train_shards else None
         self.validation_manifests = list(validation_manifests or [])
@@ -96,8 +86,7 @@ class SpeechDataModule(pl.LightningDataModule):
 
     def dataset(self, manifests: str | Sequence[str], train: bool) -> Dataset:
         transform = self.waveform_transform() if train else None
-        dataset_class = AudioToCharDataset if self.task == "asr" else AudioToLabelDataset
-        return dataset_class(
+        return self.task_spec.dataset_class(
             manifests, self.labels, sample_rate=self.sample_rate, min_duration=self.min_duration,
             # Long utterances are left out of training only; evaluation scores every one.
             max_duration=self.max_duration if train else None, waveform_transform=transform,
@@ -105,7 +94,7 @@ class SpeechDataModule(pl.LightningDataModule):
 
     @property
     def collate(self):
-        return collate_asr if self.task == "asr" else collate_labels
+        return self.task_spec.collate
 
     def waveform_transform(self) -> WaveformAugmentation | None:
         return WaveformAugmentation(sample_rate=self.sample_rate, **self.augment) if self.augment else None

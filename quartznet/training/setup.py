@@ -13,8 +13,10 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from quartznet.checkpoint import load_checkpoint
-from quartznet.models import ClassificationModel, CTCModel, QuartzNetModel
+from quartznet.common.checkpoint import load_checkpoint
+from quartznet.models import QuartzNetModel
+from quartznet.tasks import TASKS, task_of
+from quartznet.training.callbacks import SkippedItemsReport
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +81,12 @@ def build_model(cfg: DictConfig) -> QuartzNetModel:
         model = cls(cfg.model)
     if init:
         initialize_from(model, init.path, init.get("include"), init.get("exclude"), weights)
-    if cfg.get("change_vocabulary"):
-        if not isinstance(model, CTCModel):
-            raise ValueError("change_vocabulary applies to CTC models; use change_labels for classifiers")
-        model.change_vocabulary(list(cfg.change_vocabulary))
-    if cfg.get("change_labels"):
-        if not isinstance(model, ClassificationModel):
-            raise ValueError("change_labels applies to classification models; use change_vocabulary for CTC")
-        model.change_labels(list(cfg.change_labels))
+    task = task_of(model)
+    for key in sorted({other.relabel_method for other in TASKS.values()}):
+        if cfg.get(key):
+            if key != task.relabel_method:
+                raise ValueError(f"{key} does not apply to a {task.name} model; use {task.relabel_method}")
+            task.relabel(model, cfg[key])
     if cfg.get("freeze_encoder"):
         model.freeze_encoder()
     if cfg.get("freeze_batchnorm"):
@@ -114,9 +114,9 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
-    return hydra.utils.instantiate(
-        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger")) or False,
-    )
+    """cfg.trainer with cfg.callbacks and cfg.logger, plus the callbacks every run needs."""
+    callbacks = [*instantiate_all(cfg.get("callbacks")), SkippedItemsReport()]
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")) or False)
 
 
 def best_checkpoint(trainer: pl.Trainer) -> str | None:

@@ -1,0 +1,72 @@
+"""Training-only waveform augmentation, applied per utterance in the training dataset.
+
+`WaveformAugmentation` = speed perturbation, time shift and white noise, each with its own probability.
+Feature augmentation (SpecAugment) is the model's: quartznet.network.spec_augment.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torchaudio
+
+
+class WaveformAugmentation:
+    """Train-only waveform perturbations on one (L,) utterance at `sample_rate`.
+
+    speed: resample by a factor in [min_speed, max_speed] (tempo and pitch change together, as in
+    Ko et al., 2015); shift: move by up to +-shift_ms, zero-filling; white_noise: add Gaussian noise at a
+    level in [min_level, max_level] dBFS. Each applies with its own probability (0 = off).
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        speed_prob: float = 0.0,
+        min_speed: float = 0.9,
+        max_speed: float = 1.1,
+        shift_prob: float = 0.0,
+        min_shift_ms: float = -5.0,
+        max_shift_ms: float = 5.0,
+        noise_prob: float = 0.0,
+        min_level: float = -90.0,
+        max_level: float = -46.0,
+    ):
+        if not 0 < min_speed <= max_speed:
+            raise ValueError(f"speed range must satisfy 0 < min_speed <= max_speed, got {min_speed}, {max_speed}")
+        self.sample_rate = sample_rate
+        self.speed_prob, self.min_speed, self.max_speed = speed_prob, min_speed, max_speed
+        self.shift_prob, self.min_shift_ms, self.max_shift_ms = shift_prob, min_shift_ms, max_shift_ms
+        self.noise_prob, self.min_level, self.max_level = noise_prob, min_level, max_level
+
+    # The global torch RNG on purpose: DataLoader seeds it differently in every worker.
+    @staticmethod
+    def _uniform(low: float, high: float) -> float:
+        return low + (high - low) * torch.rand(()).item()
+
+    @staticmethod
+    def _happens(probability: float) -> bool:
+        return probability > 0 and torch.rand(()).item() < probability
+
+    def __call__(self, audio: torch.Tensor) -> torch.Tensor:
+        if self._happens(self.speed_prob):
+            speed = self._uniform(self.min_speed, self.max_speed)
+            # Played `speed` times faster: the same samples heard at rate * speed, resampled back to rate.
+            source_rate = int(round(self.sample_rate * speed / 100)) * 100  # a coarse grid keeps resample fast
+            if source_rate != self.sample_rate:
+                audio = torchaudio.functional.resample(audio, source_rate, self.sample_rate)
+        if self._happens(self.shift_prob):
+            shift = int(self._uniform(self.min_shift_ms, self.max_shift_ms) * self.sample_rate / 1000)
+            if shift and abs(shift) < audio.shape[0]:
+                shifted = torch.zeros_like(audio)
+                if shift > 0:
+                    shifted[shift:] = audio[:-shift]
+                else:
+                    shifted[:shift] = audio[-shift:]
+                audio = shifted
+        if self._happens(self.noise_prob):
+            level_db = self._uniform(self.min_level, self.max_level)
+            noise = torch.randn(audio.shape) * math.pow(10.0, level_db / 20.0)
+            audio = audio + noise
+        return audio
