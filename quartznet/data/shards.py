@@ -155,47 +155,14 @@ def write_shards(
             log.info("%s is up to date", index_path)
             return index
 
-    usable, skipped = [], []
-    for position, entry in enumerate(tqdm(entries, desc="checking audio", unit="utt", disable=not progress)):
-        try:
-            info = soundfile.info(str(entry.audio_filepath))
-        except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
-            reason = "file not found" if not entry.audio_filepath.is_file() else f"unreadable audio header ({error})"
-            skipped.append([str(entry.audio_filepath), reason])
-            continue
-        usable.append((position, entry, info))
+    usable, skipped = _readable_entries(entries, progress)
     if not usable:
         raise ValueError(f"no usable audio in {', '.join(sources)} ({len(skipped)} files skipped, e.g. {skipped[:3]})")
+    usable.sort(key=lambda item: item[1].duration)  # ties keep manifest order, so the split is stable
+    buckets, plan = _plan_shards(len(usable), num_buckets, shard_size, shuffle, seed)
+    done = _write_planned_shards(out_dir, plan, usable, field, fingerprint, progress)
 
-    # Equal-count duration buckets, shortest first; ties keep manifest order, so the split is stable.
-    usable.sort(key=lambda item: item[1].duration)
-    buckets = [list(bucket) for bucket in np.array_split(np.arange(len(usable)), min(num_buckets, len(usable)))]
-    rng = np.random.default_rng(seed)
-    plan = []  # (shard name, bucket, [usable indices])
-    for bucket_id, members in enumerate(buckets):
-        if shuffle:
-            members = [members[i] for i in rng.permutation(len(members))]
-        prefix = f"bucket{bucket_id:02d}-shard" if len(buckets) > 1 else "shard"
-        for shard_id, chunk in enumerate(np.array_split(np.asarray(members), math.ceil(len(members) / shard_size))):
-            plan.append((f"{prefix}-{shard_id:06d}.tar", bucket_id, chunk.tolist()))
-
-    progress_path = out_dir / PROGRESS_NAME
-    done: dict[str, Any] = {}
-    if progress_path.is_file():
-        saved = json.loads(progress_path.read_text())
-        if saved.get("fingerprint") == fingerprint:
-            done = saved["done"]
-    shards = []
-    bar = tqdm(total=len(usable), desc=f"writing {len(plan)} shards", unit="utt", disable=not progress)
-    for name, bucket_id, members in plan:
-        path = out_dir / name
-        if not (name in done and path.is_file() and path.stat().st_size == done[name]["bytes"]):
-            done[name] = _write_shard(path, [usable[member] for member in members], field, bucket_id)
-            progress_path.write_text(json.dumps({"fingerprint": fingerprint, "done": done}))
-        shards.append(done[name]["record"])
-        bar.update(len(members))
-    bar.close()
-
+    shards = [done[name]["record"] for name, _, _ in plan]
     values: Counter[str] = Counter()
     for name, _, _ in plan:
         values.update(done[name]["values"])
@@ -221,10 +188,64 @@ def write_shards(
     temporary = index_path.with_name(f".{INDEX_NAME}.tmp")
     temporary.write_text(json.dumps(index, indent=1, ensure_ascii=False))
     os.replace(temporary, index_path)
-    progress_path.unlink(missing_ok=True)
+    (out_dir / PROGRESS_NAME).unlink(missing_ok=True)
     if skipped:
         log.warning("%d utterances skipped while writing shards, e.g. %s", len(skipped), skipped[:3])
     return index
+
+
+def _readable_entries(entries: Sequence[ManifestEntry], progress: bool) -> tuple[list[tuple[int, ManifestEntry, Any]], list[list[str]]]:
+    """(manifest position, entry, soundfile info) of every entry whose audio header reads, and
+    [path, reason] of the others."""
+    usable, skipped = [], []
+    for position, entry in enumerate(tqdm(entries, desc="checking audio", unit="utt", disable=not progress)):
+        try:
+            info = soundfile.info(str(entry.audio_filepath))
+        except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+            reason = "file not found" if not entry.audio_filepath.is_file() else f"unreadable audio header ({error})"
+            skipped.append([str(entry.audio_filepath), reason])
+            continue
+        usable.append((position, entry, info))
+    return usable, skipped
+
+
+def _plan_shards(
+    count: int, num_buckets: int, shard_size: int, shuffle: bool, seed: int
+) -> tuple[list[list[int]], list[tuple[str, int, list[int]]]]:
+    """Equal-count duration buckets over `count` utterances sorted shortest first, and the shards cut
+    from each: (buckets as index lists, [(shard name, bucket, indices)])."""
+    buckets = [list(bucket) for bucket in np.array_split(np.arange(count), min(num_buckets, count))]
+    rng = np.random.default_rng(seed)
+    plan = []
+    for bucket_id, members in enumerate(buckets):
+        if shuffle:
+            members = [members[i] for i in rng.permutation(len(members))]
+        prefix = f"bucket{bucket_id:02d}-shard" if len(buckets) > 1 else "shard"
+        for shard_id, chunk in enumerate(np.array_split(np.asarray(members), math.ceil(len(members) / shard_size))):
+            plan.append((f"{prefix}-{shard_id:06d}.tar", bucket_id, chunk.tolist()))
+    return buckets, plan
+
+
+def _write_planned_shards(
+    out_dir: Path, plan: list[tuple[str, int, list[int]]], usable: list[tuple[int, ManifestEntry, Any]],
+    field: str, fingerprint: str, progress: bool,
+) -> dict[str, Any]:
+    """Write every planned shard not already finished by an earlier run with the same fingerprint
+    (tracked in the progress file after each shard); returns shard name -> its write record."""
+    progress_path = out_dir / PROGRESS_NAME
+    done: dict[str, Any] = {}
+    if progress_path.is_file():
+        saved = json.loads(progress_path.read_text())
+        if saved.get("fingerprint") == fingerprint:
+            done = saved["done"]
+    with tqdm(total=len(usable), desc=f"writing {len(plan)} shards", unit="utt", disable=not progress) as bar:
+        for name, bucket_id, members in plan:
+            path = out_dir / name
+            if not (name in done and path.is_file() and path.stat().st_size == done[name]["bytes"]):
+                done[name] = _write_shard(path, [usable[member] for member in members], field, bucket_id)
+                progress_path.write_text(json.dumps({"fingerprint": fingerprint, "done": done}))
+            bar.update(len(members))
+    return done
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -307,6 +328,24 @@ class ShardDataset(IterableDataset):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        index_name = self._select_shards(urls, index, bucket)
+        self.field = self.index["field"]
+        self.labels = list(labels)
+        self._check_vocabulary(index_name)
+        self.batch_size, self.sample_rate = batch_size, sample_rate
+        self.shuffle, self.shuffle_buffer, self.sort_window, self.seed = shuffle, shuffle_buffer, sort_window, seed
+        self.rank, self.world_size = distributed_rank_and_world(rank, world_size)
+        self.num_workers = num_workers
+        self.min_duration, self.max_duration = min_duration, max_duration
+        self.waveform_transform = waveform_transform
+        self.batches_per_rank = self._count_batches()
+        self._next_epoch = 0
+
+    def _select_shards(
+        self, urls: str | Sequence[str] | None, index: str | os.PathLike | Mapping[str, Any] | None, bucket: int | None
+    ) -> str:
+        """Read the index and keep the (url, utterance count) of each selected shard in `self.shards`;
+        returns the index's name for messages."""
         if isinstance(urls, str):
             urls = webdataset.shardlists.expand_urls(urls)
         if index is None:
@@ -319,38 +358,31 @@ class ShardDataset(IterableDataset):
             if folder is None:
                 raise ValueError("pass urls= when the index is given as a dict")
             urls = [str(folder / name) for name in records]
-        shards = []
+        self.shards = []
         for url in urls:
             record = records.get(shard_name(url))
             if record is None:
                 raise ValueError(f"shard {url} is not listed in {index_name}; pass the index written with these shards")
             if bucket is None or record["bucket"] == bucket:
-                shards.append((url, int(record["count"])))
-        if not any(count for _, count in shards):
+                self.shards.append((url, int(record["count"])))
+        if not any(count for _, count in self.shards):
             raise ValueError(f"no utterances in the selected shards of {index_name} (bucket={bucket})")
-        self.shards = shards
-        self.field = self.index["field"]
-        self.labels = list(labels)
-        self._check_vocabulary(index_name)
-        self.batch_size, self.sample_rate = batch_size, sample_rate
-        self.shuffle, self.shuffle_buffer, self.sort_window, self.seed = shuffle, shuffle_buffer, sort_window, seed
-        self.rank, self.world_size = distributed_rank_and_world(rank, world_size)
-        self.num_workers = num_workers
-        self.min_duration, self.max_duration = min_duration, max_duration
-        self.waveform_transform = waveform_transform
+        return index_name
+
+    def _count_batches(self) -> int:
+        """Batches per rank per epoch. The same on every rank and in every epoch: the plan's loads depend
+        only on the sorted utterance counts of the shard parts, not on which shard lands where."""
         streams, quotas = self._plan(0)
-        # The same on every rank and in every epoch: the plan's loads depend only on the sorted
-        # utterance counts of the shard parts, not on which shard lands where.
-        self.batches_per_rank = sum(quotas[: self._workers])
-        total = sum(count for _, count in shards)
-        own_batches = sum(math.ceil(sum(unit[3] for unit in stream) / batch_size) for stream in streams)
-        repeats = (sum(quotas) - own_batches) * batch_size
+        batches_per_rank = sum(quotas[: self._workers])
+        total = sum(count for _, count in self.shards)
+        own_batches = sum(math.ceil(sum(unit[3] for unit in stream) / self.batch_size) for stream in streams)
+        repeats = (sum(quotas) - own_batches) * self.batch_size
         log.info(
             "%d shards, %d utterances over %d ranks x %d workers: %d batches of up to %d per rank per epoch, "
-            "%d utterances repeated to fill them", len(shards), total, self.world_size, self._workers,
-            self.batches_per_rank, batch_size, repeats,
+            "%d utterances repeated to fill them", len(self.shards), total, self.world_size, self._workers,
+            batches_per_rank, self.batch_size, repeats,
         )
-        self._next_epoch = 0
+        return batches_per_rank
 
     @property
     def _workers(self) -> int:
