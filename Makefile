@@ -12,7 +12,7 @@ LOCK       := requirements.lock
 # One command regenerates the lock: every platform, Python 3.11+, hashes for every wheel.
 UV_COMPILE := pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes
 
-.PHONY: setup check lock test demo demo-kws bench clean speech-tools
+.PHONY: setup check lock test demo demo-kws bench clean speech-tools gpu-wheels
 
 setup: $(STAMP) speech-tools
 
@@ -90,6 +90,21 @@ demo-kws: setup
 	@echo "==> [3/3] evaluating on held-out voices"
 	$(PY) evaluate.py checkpoint=$(RUNS)/demo_kws/model.nemo manifest=$(DATA)/synthetic_kws/v2_test.json \
 		output_dir=$(RUNS)/demo_kws/evaluation
+
+# The packages a lent GPU machine lacks (it has torch, Lightning, numpy, matplotlib, pytest, ...), as
+# Python 3.12 wheels at the locked versions (pure-Python sdists built here), for bench/gpu_check.sh there
+# (it has no network).
+GPU_WHEELS := hydra-core omegaconf antlr4-python3-runtime jiwer rapidfuzz soundfile webdataset braceexpand tensorboardx flashlight-text
+gpu-wheels: $(STAMP)
+	@mkdir -p .whl
+	@for name in $(GPU_WHEELS); do \
+		pin=$$(grep -i -m1 "^$$name==" $(LOCK) | cut -d' ' -f1); \
+		$(PY) -m pip download -q --no-deps --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+			--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any \
+			--only-binary=:all: -d .whl "$$pin" 2>/dev/null \
+		|| $(PY) -m pip wheel -q --no-deps -w .whl "$$pin" || exit 1; \
+	done
+	@du -sh .whl
 
 bench: setup
 	$(PY) bench/bench_model.py

@@ -174,3 +174,23 @@ def test_ctc_loss_is_batch_mean_of_per_utterance_nll_and_finite_when_infeasible(
         log_probs.transpose(0, 1)[:, :2], targets[:2], frames[:2], target_len[:2], blank=28, reduction="sum"
     )
     torch.testing.assert_close(loss, by_hand / 3)  # infeasible utterance counts as 0, divisor stays 3
+
+
+@pytest.mark.parametrize("se", [False, True])
+def test_conv1d_layout_gives_the_channels_last_results(se):
+    from quartznet.network.blocks import set_conv_layout
+
+    torch.manual_seed(0)
+    model = CTCModel(tiny_ctc_config(se=se)).eval()
+    randomize_batchnorm(model)
+    audio = torch.randn(3, 12000) * 0.1
+    lengths = torch.tensor([12000, 9000, 4000])
+    with torch.inference_mode():
+        reference, reference_len, _ = model(input_signal=audio, input_signal_length=lengths)
+        set_conv_layout(model, "conv1d")
+        log_probs, encoded_len, _ = model(input_signal=audio, input_signal_length=lengths)
+    assert torch.equal(encoded_len, reference_len)
+    for row, length in enumerate(reference_len.tolist()):
+        torch.testing.assert_close(log_probs[row, :length], reference[row, :length], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="conv layout"):
+        set_conv_layout(model, "conv3d")
