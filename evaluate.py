@@ -12,16 +12,18 @@ summary PNG. Classifiers: accuracy, per-class precision / recall and a confusion
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from quartznet.data.manifest import write_manifest
+from quartznet.common.errors import UserError, config_fraction, config_int, hydra_debug, user_errors
+from quartznet.common.outputs import JsonLinesOutput, atomic_write_json, check_writable
+from quartznet.data.manifest import check_manifest_files, write_manifest
 from quartznet.decoding import BeamSearchDecoder
 from quartznet.models import CTCModel
 from quartznet.tasks import load_model, task_of
@@ -29,6 +31,7 @@ from quartznet.tasks.evaluation import librispeech_manifest
 
 log = logging.getLogger("evaluate")
 LIBRISPEECH_SPLITS = ("dev-clean", "dev-other", "test-clean", "test-other")
+STRATEGIES = ("greedy", "beam")
 
 
 def decoder_for(model: CTCModel, decoding: DictConfig) -> Callable:
@@ -43,30 +46,90 @@ def decoder_for(model: CTCModel, decoding: DictConfig) -> Callable:
                              lm_weight=decoding.lm_weight, word_score=decoding.word_score).decode
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-def main(cfg: DictConfig) -> dict:
+def device_of(name: Any) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(name, str) or not (name == "cpu" or name.split(":")[0] == "cuda"):
+        raise UserError(f"device={name!r}: choose auto, cpu or cuda (cuda:N)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={name}: no CUDA device is available here; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def validated(cfg: DictConfig) -> dict[str, Any]:
+    """Every config value checked before any work (model loading, audio reading): the settings, or a
+    UserError naming the key and what to do."""
+    if OmegaConf.is_missing(cfg, "checkpoint") or not cfg.checkpoint:
+        raise UserError("checkpoint=...: give the .nemo or .ckpt to evaluate")
+    if not Path(str(cfg.checkpoint)).is_file():
+        raise UserError(f"checkpoint={cfg.checkpoint}: no such file; give a .nemo or a train.py .ckpt")
     if bool(cfg.manifest) == bool(cfg.split):
-        raise ValueError("give exactly one of manifest=... or split=<LibriSpeech split>")
-    manifest = cfg.manifest or librispeech_manifest(cfg.librispeech_dir, cfg.split, LIBRISPEECH_SPLITS)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
-    output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+        raise UserError("give exactly one of manifest=... or split=<LibriSpeech split> "
+                        f"(got manifest={cfg.manifest}, split={cfg.split})")
+    if cfg.manifest:
+        manifest = str(cfg.manifest)
+        check_manifest_files(manifest, "manifest")
+    else:
+        manifest = librispeech_manifest(cfg.librispeech_dir, cfg.split, LIBRISPEECH_SPLITS)
+        check_manifest_files(manifest, "split")
+    if not isinstance(cfg.amp, bool):
+        raise UserError(f"amp={cfg.amp!r}: must be true or false")
+    if cfg.decoding.strategy not in STRATEGIES:
+        raise UserError(f"decoding.strategy={cfg.decoding.strategy!r}: choose one of {list(STRATEGIES)}")
+    output_dir = Path(str(cfg.output_dir))
+    return dict(
+        manifest=manifest,
+        batch_size=config_int(cfg.batch_size, "batch_size", minimum=1),
+        num_workers=config_int(cfg.num_workers, "num_workers", minimum=0),
+        worst=config_int(cfg.worst, "worst", minimum=0),
+        max_skipped_fraction=config_fraction(cfg.max_skipped_fraction, "max_skipped_fraction"),
+        device=device_of(cfg.device),
+        output_dir=output_dir,
+        results=check_writable(output_dir / "results.json"),
+        predictions=check_writable(str(cfg.predictions)),
+    )
+
+
+def evaluate(cfg: DictConfig, settings: dict[str, Any]) -> dict:
+    manifest, predictions = settings["manifest"], settings["predictions"]
     model = load_model(cfg.checkpoint)
     task = task_of(model)
-    options = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=device, amp=cfg.amp)
+    options = dict(batch_size=settings["batch_size"], num_workers=settings["num_workers"], device=settings["device"],
+                   amp=cfg.amp, max_skipped_fraction=settings["max_skipped_fraction"])
     if task.transcribes:
         options["decode"] = decoder_for(model, cfg.decoding)
     elif cfg.decoding.strategy != "greedy":
-        raise ValueError(f"decoding.strategy={cfg.decoding.strategy!r} applies to speech recognition, not {task.name}")
-    result = task.evaluate(model, manifest, **options)
-    report = result.report(cfg.worst)
-    result.plot(output_dir, Path(manifest).stem)
-    write_manifest(cfg.predictions, result.rows)
+        raise UserError(f"decoding.strategy={cfg.decoding.strategy!r} applies to speech recognition, not {task.name}")
+    # Rows stream to <predictions>.partial as they are ready; an interrupted run keeps them there and
+    # leaves an existing <predictions> as it was.
+    output = JsonLinesOutput(predictions)
+    try:
+        result = task.evaluate(model, manifest, on_row=output.write, **options)
+    except BaseException:
+        output.keep_partial()
+        if output.rows == 0:
+            output.partial.unlink(missing_ok=True)
+        raise
+    output.keep_partial()
+    write_manifest(predictions, result.rows)  # complete, in manifest order, atomically
+    output.partial.unlink(missing_ok=True)
+    report = result.report(settings["worst"])
+    result.plot(settings["output_dir"], Path(manifest).stem)
     summary = result.summary()
-    (output_dir / "results.json").write_text(json.dumps(summary, indent=2))
-    print(f"{cfg.checkpoint} on {manifest}\n{report}\npredictions: {cfg.predictions}")
+    atomic_write_json(settings["results"], summary)
+    print(f"{cfg.checkpoint} on {manifest}\n{report}\npredictions: {predictions}")
     return summary
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> dict:
+    with user_errors(debug=hydra_debug()):
+        settings = validated(cfg)
+    partial = settings["predictions"].with_name(settings["predictions"].name + ".partial")
+    interrupted = (f"interrupted: the predictions finished so far are in {partial}; "
+                   f"{settings['predictions']} was not changed")
+    with user_errors(debug=hydra_debug(), interrupted=interrupted):
+        return evaluate(cfg, settings)
 
 
 if __name__ == "__main__":

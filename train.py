@@ -6,11 +6,15 @@
     python train.py experiment=finetune_asr init_from.path=QuartzNet15x5Base-En.nemo data=...
 
 See docs/configuration.md for the groups and docs/recipes.md for full recipes.
+
+A mistake in what it is given (a config value, a missing or empty manifest, unusable training or
+validation data) ends as one line `error: ...` on stderr and exit status 1, checked before any work
+where it can be; HYDRA_FULL_ERROR=1 shows the traceback. results.json and config.yaml are replaced
+atomically; a resumed run appends to csv/metrics.csv.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -18,15 +22,23 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from quartznet.common.errors import hydra_debug, user_errors
+from quartznet.common.outputs import atomic_write_json, atomic_write_text
 from quartznet.tasks import task_of
 from quartznet.tasks.plots import plot_training_curves
-from quartznet.training.setup import build_model, build_trainer, load_best_weights, resume_path
+from quartznet.training.setup import build_model, build_trainer, load_best_weights, resume_path, validate_config
 
 log = logging.getLogger("train")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> dict:
+    with user_errors(debug=hydra_debug()):
+        return train(cfg)
+
+
+def train(cfg: DictConfig) -> dict:
+    validate_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
     model = build_model(cfg)
@@ -45,10 +57,10 @@ def main(cfg: DictConfig) -> dict:
             log.info("model written to %s", model.save_to(cfg.save_nemo))
         if cfg.plots:
             plot_training_curves(run_dir / "csv" / "metrics.csv", run_dir / "training_curves.png")
-        (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        atomic_write_json(run_dir / "results.json", results)
         for name, metrics in results.items():
             log.info("test %s: %s", name, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return results
 
 

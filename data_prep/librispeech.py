@@ -192,21 +192,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.extracted is not None:
-        convert_all(args.extracted, args.out, args.splits, args.force, args.jobs)
-    elif args.archive is not None:
-        if args.md5 and len(args.archive) != 1:
-            raise PrepError("--md5 names one archive: give a single --archive")
-        for archive in args.archive:
-            if not extraction_marker(archive, args.out).exists():
-                if args.md5:
-                    check_md5(archive, args.md5)
-                extract_tar(archive, args.out)
-        convert_all(args.out, args.out, args.splits, args.force, args.jobs)
-    else:
-        prepare_downloads(args)
+    parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    args = parser.parse_args(argv)
+    from data_prep.common import PrepError
+    from quartznet.common.errors import user_errors
+    from quartznet.data.audio import AudioError
+
+    # As a program (argv None, through run_main) every expected failure is one `error:` line; called
+    # with explicit arguments (tests, other scripts), PrepError and AudioError reach the caller as they are.
+    with user_errors(args.debug, interrupted="interrupted; rerun the same command to resume where it stopped",
+                     also=(PrepError, AudioError) if argv is None else ()):
+        args.out.mkdir(parents=True, exist_ok=True)
+        if args.extracted is not None:
+            convert_all(args.extracted, args.out, args.splits, args.force, args.jobs)
+        elif args.archive is not None:
+            if args.md5 and len(args.archive) != 1:
+                raise PrepError("--md5 names one archive: give a single --archive")
+            for archive in args.archive:
+                if not extraction_marker(archive, args.out).exists():
+                    if args.md5:
+                        check_md5(archive, args.md5)
+                    extract_tar(archive, args.out)
+            convert_all(args.out, args.out, args.splits, args.force, args.jobs)
+        else:
+            prepare_downloads(args)
 
 
 if __name__ == "__main__":

@@ -47,17 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        index = write_shards(
-            args.manifest, args.out, field=args.field, shard_size=args.shard_size, num_buckets=args.num_buckets,
-            shuffle=not args.no_shuffle, seed=args.seed, min_duration=args.min_duration,
-            max_duration=args.max_duration, progress=not args.quiet,
-        )
-    except (ManifestError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    from quartznet.common.errors import user_errors
+    from quartznet.data.audio import AudioError
+
+    try:  # one error path: an `error:` line and the exit code, returned (sys.exit(main()) below)
+        with user_errors(args.debug, interrupted="interrupted; rerun the same command to resume where it stopped",
+                         also=(AudioError, ManifestError)):
+            index = write_shards(
+                args.manifest, args.out, field=args.field, shard_size=args.shard_size, num_buckets=args.num_buckets,
+                shuffle=not args.no_shuffle, seed=args.seed, min_duration=args.min_duration,
+                max_duration=args.max_duration, progress=not args.quiet,
+            )
+    except SystemExit as stop:
+        return int(stop.code)
     print(
         f"{index['count']} utterances ({index['duration'] / 3600:.2f} h) in {len(index['shards'])} shards, "
         f"{len(index['buckets'])} bucket(s): {args.out / INDEX_NAME}"

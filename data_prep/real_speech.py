@@ -282,8 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    build(args.out, args.root)
+    parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    args = parser.parse_args(argv)
+    from data_prep.common import PrepError
+    from quartznet.common.errors import user_errors
+    from quartznet.data.audio import AudioError
+
+    # As a program (argv None, through run_main) every expected failure is one `error:` line; called
+    # with explicit arguments (tests, other scripts), PrepError and AudioError reach the caller as they are.
+    with user_errors(args.debug, interrupted="interrupted; rerun the same command to resume where it stopped",
+                     also=(PrepError, AudioError) if argv is None else ()):
+        build(args.out, args.root)
 
 
 if __name__ == "__main__":

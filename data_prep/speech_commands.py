@@ -269,39 +269,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    subset = not args.no_subset
-    if all((args.out / name).exists() for name in manifest_names(args.version, subset)) and not args.force:
-        print(f"{args.out}: manifests exist, nothing to do (--force rewrites them)")
-        return
-    args.out.mkdir(parents=True, exist_ok=True)
-    root, downloaded = args.out, None
-    if args.extracted is not None:
-        root = args.extracted
-        if not root.is_dir():
-            raise PrepError(f"folder not found: {root}")
-    else:
-        archive = args.archive
-        if archive is None:
-            url = args.url or URLS[args.version]
-            downloaded = archive = args.out / "downloads" / url.rsplit("/", 1)[-1]
-            if not extraction_marker(archive, args.out).exists():
-                download(url, archive, md5=args.md5)
-        elif args.md5 and not extraction_marker(archive, args.out).exists():
-            check_md5(archive, args.md5)
-        extract_tar(archive, args.out)
-    write_manifests(
-        root,
-        args.out,
-        args.version,
-        subset=subset,
-        unknown_percent=args.unknown_percent,
-        silence_percent=args.silence_percent,
-        seed=args.seed,
-        jobs=args.jobs,
-    )
-    if args.delete_archive and downloaded is not None and downloaded.exists():
-        downloaded.unlink()
+    parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    args = parser.parse_args(argv)
+    from data_prep.common import PrepError
+    from quartznet.common.errors import user_errors
+    from quartznet.data.audio import AudioError
+
+    # As a program (argv None, through run_main) every expected failure is one `error:` line; called
+    # with explicit arguments (tests, other scripts), PrepError and AudioError reach the caller as they are.
+    with user_errors(args.debug, interrupted="interrupted; rerun the same command to resume where it stopped",
+                     also=(PrepError, AudioError) if argv is None else ()):
+        subset = not args.no_subset
+        if all((args.out / name).exists() for name in manifest_names(args.version, subset)) and not args.force:
+            print(f"{args.out}: manifests exist, nothing to do (--force rewrites them)")
+            return
+        args.out.mkdir(parents=True, exist_ok=True)
+        root, downloaded = args.out, None
+        if args.extracted is not None:
+            root = args.extracted
+            if not root.is_dir():
+                raise PrepError(f"folder not found: {root}")
+        else:
+            archive = args.archive
+            if archive is None:
+                url = args.url or URLS[args.version]
+                downloaded = archive = args.out / "downloads" / url.rsplit("/", 1)[-1]
+                if not extraction_marker(archive, args.out).exists():
+                    download(url, archive, md5=args.md5)
+            elif args.md5 and not extraction_marker(archive, args.out).exists():
+                check_md5(archive, args.md5)
+            extract_tar(archive, args.out)
+        write_manifests(
+            root,
+            args.out,
+            args.version,
+            subset=subset,
+            unknown_percent=args.unknown_percent,
+            silence_percent=args.silence_percent,
+            seed=args.seed,
+            jobs=args.jobs,
+        )
+        if args.delete_archive and downloaded is not None and downloaded.exists():
+            downloaded.unlink()
 
 
 if __name__ == "__main__":

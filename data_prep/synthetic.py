@@ -755,30 +755,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    if args.corpus == "asr":
-        generate_asr(
-            args.out,
-            seed=args.seed,
-            train=args.train_utterances,
-            dev=args.dev_utterances,
-            test=args.test_utterances,
-            min_words=args.min_words,
-            max_words=args.max_words,
-            accents=args.accents,
-            engines=args.engines,
-            jobs=args.jobs,
-        )
-    else:
-        generate_kws(
-            args.out,
-            seed=args.seed,
-            train_speakers=args.train_speakers,
-            val_speakers=args.val_speakers,
-            test_speakers=args.test_speakers,
-            repeats=args.repeats,
-            jobs=args.jobs,
-        )
+    parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    args = parser.parse_args(argv)
+    from data_prep.common import PrepError
+    from quartznet.common.errors import user_errors
+    from quartznet.data.audio import AudioError
+
+    # As a program (argv None, through run_main) every expected failure is one `error:` line; called
+    # with explicit arguments (tests, other scripts), PrepError and AudioError reach the caller as they are.
+    with user_errors(args.debug, interrupted="interrupted; rerun the same command to resume where it stopped",
+                     also=(PrepError, AudioError) if argv is None else ()):
+        if args.corpus == "asr":
+            generate_asr(
+                args.out,
+                seed=args.seed,
+                train=args.train_utterances,
+                dev=args.dev_utterances,
+                test=args.test_utterances,
+                min_words=args.min_words,
+                max_words=args.max_words,
+                accents=args.accents,
+                engines=args.engines,
+                jobs=args.jobs,
+            )
+        else:
+            generate_kws(
+                args.out,
+                seed=args.seed,
+                train_speakers=args.train_speakers,
+                val_speakers=args.val_speakers,
+                test_speakers=args.test_speakers,
+                repeats=args.repeats,
+                jobs=args.jobs,
+            )
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from quartznet.network.heads import LABELS
 from quartznet.data.datasets import collate_asr
 from quartznet.models import CTCModel
 from quartznet.tasks import load_transcriber
+from quartznet.common.errors import UserError, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,8 @@ def _floats(text: str) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from quartznet.transcribe import at_least, resolve_device
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     grid = commands.add_parser("grid", help="WER per (lm_weight, word_score) on a dev manifest, best first")
@@ -263,8 +266,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     grid.add_argument("--lexicon", default=None, help="flashlight lexicon (none: lexicon-free)")
     grid.add_argument("--lm-weights", type=_floats, default=_floats("0,0.25,0.5,0.75,1,1.5,2"))
     grid.add_argument("--word-scores", type=_floats, default=_floats("-1,0,1,2"))
-    grid.add_argument("--beam-size", type=int, default=32)
-    grid.add_argument("--batch-size", type=int, default=32)
+    grid.add_argument("--beam-size", type=at_least(1), default=32)
+    grid.add_argument("--batch-size", type=at_least(1), default=32)
     grid.add_argument("--device", default="cpu")
     grid.add_argument("--json", default=None, help="also write the table here")
     lexicon = commands.add_parser("lexicon", help="a flashlight lexicon from words (spelled by characters + '|')")
@@ -272,31 +275,42 @@ def main(argv: Sequence[str] | None = None) -> None:
                          help="word lists (first column), manifests (.json) or ARPA files (their unigrams)")
     lexicon.add_argument("--out", required=True)
     lexicon.add_argument("--model", default=None, help="take the alphabet from this model (default: space, a-z, ')")
+    for command in (grid, lexicon):
+        command.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with user_errors(args.debug, interrupted="interrupted; nothing was written"):
+        from quartznet.common.outputs import atomic_write_text, check_writable
 
-    if args.command == "lexicon":
-        vocabulary = load_transcriber(args.model).vocabulary if args.model else LABELS
-        words = [w for path in args.words for w in read_words(path)]
-        print(f"wrote {build_lexicon(words, vocabulary, args.out)}")
-        return
-    model = load_transcriber(args.model)
-    log_probs, references = collect_log_probs(model, args.manifest, args.batch_size, torch.device(args.device))
-    greedy = greedy_errors(model, log_probs, references)
-    points = grid_search(model.vocabulary, model.blank_id, log_probs, references, args.lm_weights,
-                         args.word_scores, args.lm, args.lexicon, args.beam_size)
-    print(f"{args.manifest}: {len(references)} utterances, greedy WER {100 * greedy.wer:.2f}%")
-    print(f"{'lm_weight':>9} {'word_score':>10} {'WER':>7}")
-    for p in points:
-        print(f"{p.lm_weight:9.2f} {p.word_score:10.2f} {100 * p.wer:6.2f}%")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"greedy_wer": greedy.wer, "grid": [
-            {"lm_weight": p.lm_weight, "word_score": p.word_score, "wer": p.wer} for p in points]}, indent=2))
+        if args.command == "lexicon":
+            for path in args.words:
+                if not Path(path).is_file():
+                    raise UserError(f"--words {path}: file not found")
+            check_writable(args.out)
+            vocabulary = load_transcriber(args.model).vocabulary if args.model else LABELS
+            words = [w for path in args.words for w in read_words(path)]
+            print(f"wrote {build_lexicon(words, vocabulary, args.out)}")
+            return
+
+        device = resolve_device(args.device)  # every check that needs no model first
+        for option, value in (("--manifest", args.manifest), ("--lm", args.lm), ("--lexicon", args.lexicon)):
+            if value is not None and not Path(value).is_file():
+                raise UserError(f"{option} {value}: file not found")
+        if args.json:
+            check_writable(args.json)
+        model = load_transcriber(args.model).to(device)
+        log_probs, references = collect_log_probs(model, args.manifest, args.batch_size, device)
+        greedy = greedy_errors(model, log_probs, references)
+        points = grid_search(model.vocabulary, model.blank_id, log_probs, references, args.lm_weights,
+                             args.word_scores, args.lm, args.lexicon, args.beam_size)
+        print(f"{args.manifest}: {len(references)} utterances, greedy WER {100 * greedy.wer:.2f}%")
+        print(f"{'lm_weight':>9} {'word_score':>10} {'WER':>7}")
+        for p in points:
+            print(f"{p.lm_weight:9.2f} {p.word_score:10.2f} {100 * p.wer:6.2f}%")
+        if args.json:
+            atomic_write_text(args.json, json.dumps({"greedy_wer": greedy.wer, "grid": [
+                {"lm_weight": p.lm_weight, "word_score": p.word_score, "wer": p.wer} for p in points]}, indent=2))
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    main()

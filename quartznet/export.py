@@ -23,6 +23,8 @@ import argparse
 import copy
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +32,8 @@ import onnx
 import torch
 from torch import nn
 
+from quartznet.common.errors import UserError, user_errors
+from quartznet.common.outputs import check_writable, set_default_permissions
 from quartznet.network.features import FilterbankFeatures
 from quartznet.network.fold import fold_batchnorm
 
@@ -38,6 +42,8 @@ if TYPE_CHECKING:  # the models pull in Lightning; at run time a model is passed
 
 VARIANTS = ("openvino", "lengths", "mel")
 DEFAULT_OPSET = 17
+# 11: the oldest opset every variant exports to (mel: a dynamic Pad); 20: the newest the TorchScript exporter writes
+MIN_OPSET, MAX_OPSET = 11, 20
 
 
 class FeaturesToLogProbs(nn.Module):
@@ -146,9 +152,29 @@ def export_onnx(model: CTCModel, path: str | Path, variant: str, opset: int = DE
     folded = fold_batchnorm(model)
     wrapper = {"openvino": FeaturesToLogProbs, "lengths": FeaturesWithLengths, "mel": AudioWithLengths}[variant]
     module = wrapper(folded).eval()
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset {opset}: choose {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
     inputs, outputs, dynamic_axes = _signature(variant)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Written to a temporary file beside `path` and renamed onto it when complete and checked: an
+    # interrupted or failed export never leaves a half-written (or removes an existing) `path`.
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
+    temporary = Path(name)
+    try:
+        _export_to(module, model, variant, temporary, inputs, outputs, dynamic_axes, opset)
+        set_default_permissions(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def _export_to(
+    module: nn.Module, model: CTCModel, variant: str, path: Path, inputs: list[str], outputs: list[str],
+    dynamic_axes: dict[str, dict[int, str]], opset: int,
+) -> None:
     with torch.no_grad():
         # The TorchScript exporter (dynamo=False): it works offline, takes dynamic_axes directly, and
         # traces the encoder's masks as ordinary ops; the default dynamo exporter needs onnxscript.
@@ -165,8 +191,21 @@ def export_onnx(model: CTCModel, path: str | Path, variant: str, opset: int = DE
     for key, value in metadata.items():
         onnx_model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(onnx_model)
-    onnx.save(onnx_model, str(path))
-    return path
+    with open(path, "wb") as handle:
+        handle.write(onnx_model.SerializeToString())
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _opset(text: str) -> int:
+    """An argparse type: an opset the exporter writes and our ops exist in."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not MIN_OPSET <= value <= MAX_OPSET:
+        raise argparse.ArgumentTypeError(f"{value} is not supported; choose {MIN_OPSET} to {MAX_OPSET}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -176,20 +215,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("model", type=Path, help="a .nemo or Lightning .ckpt of a CTCModel")
     parser.add_argument("out_dir", type=Path, help="directory for <model stem>.<variant>.onnx")
     parser.add_argument("--variant", choices=[*VARIANTS, "all"], default="openvino")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--opset", type=_opset, default=DEFAULT_OPSET,
+                        help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
+    variants = list(VARIANTS) if args.variant == "all" else [args.variant]
+    done: list[str] = []
 
-    from quartznet.tasks import load_transcriber  # pulls in Lightning; only the CLI needs it
+    def interrupted() -> str:
+        return f"interrupted after {len(done)} of {len(variants)} variants; written: {', '.join(done) or 'none'}"
 
-    if not args.model.is_file():
-        parser.error(f"no such model file: {args.model}")
-    try:
+    with user_errors(args.debug, interrupted=interrupted):
+        if args.out_dir.exists() and not args.out_dir.is_dir():
+            raise UserError(f"{args.out_dir}: is a file; give a folder for the .onnx files")
+        # Before loading anything: the folder must take new files (created if its parent exists).
+        check_writable(args.out_dir / f"{args.model.stem}.{variants[0]}.onnx")
+
+        from quartznet.tasks import load_transcriber  # pulls in Lightning; only the CLI needs it
+
         model = load_transcriber(args.model)
-    except ValueError as error:
-        parser.error(str(error))
-    for variant in VARIANTS if args.variant == "all" else [args.variant]:
-        path = export_onnx(model, args.out_dir / f"{args.model.stem}.{variant}.onnx", variant, args.opset)
-        print(f"{variant}: {path}")
+        for variant in variants:
+            path = export_onnx(model, args.out_dir / f"{args.model.stem}.{variant}.onnx", variant, args.opset)
+            done.append(str(path))
+            print(f"{variant}: {path}")
 
 
 if __name__ == "__main__":

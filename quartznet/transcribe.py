@@ -5,6 +5,12 @@ Files longer than `chunk_seconds` are streamed from disk through the encoder in 
 memory that does not grow with the file (quartznet.long_audio); the stitched log-probs are decoded once.
 
     python -m quartznet.transcribe model.nemo audio/ more.flac manifest.json --timestamps --output out.jsonl
+
+Rows are written as they are ready (`iter_transcriptions`): to stdout, flushed, or to `<output>.partial`,
+renamed onto `--output` when every input is done. Options, inputs, the output folder and the device are
+checked before the model is loaded; an unreadable audio file is skipped with a note; anything else wrong
+ends the run with one `error: ...` line (exit 1; `--debug` for the traceback). Ctrl-C keeps the finished
+rows in `<output>.partial`, leaves an existing `--output` as it was, and exits 130.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import soundfile
 import torch
 from tqdm import tqdm
 
+from quartznet.common.errors import UserError, user_errors
+from quartznet.common.outputs import JsonLinesOutput, check_writable
 from quartznet.data.audio import AudioError, audio_duration, load_audio, stream_audio
 from quartznet.long_audio import chunked_log_probs
 from quartznet.network.heads import ctc_token_runs
@@ -43,7 +51,7 @@ class AudioItem:
     duration: float | None = None
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """A command-line input that is neither audio, a folder nor a readable manifest."""
 
 
@@ -64,10 +72,14 @@ def _manifest_items(path: Path) -> list[AudioItem]:
                 row = json.loads(line)
                 audio = Path(str(row["audio_filepath"])).expanduser()
                 offset = float(row.get("offset") or 0.0)
-                duration = float(row["duration"]) if row.get("offset") and row.get("duration") else None
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                # A given duration is always honoured: it may cut a file short with or without an offset.
+                duration = float(row["duration"]) if row.get("duration") is not None else None
+                if offset < 0 or (duration is not None and duration <= 0):
+                    raise ValueError(f"offset must be >= 0 and duration > 0, got offset={offset}, duration={duration}")
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
                 raise InputError(f"{path}:{number}: each line must be a JSON object with `audio_filepath` "
-                                 f"(and numeric `offset`/`duration` if given) ({error!r})") from error
+                                 f"(and numeric `offset` >= 0 / `duration` > 0 if given); fix this line "
+                                 f"({type(error).__name__}: {error})") from error
             items.append(AudioItem(str(audio if audio.is_absolute() else path.parent / audio), offset, duration))
     return items
 
@@ -87,8 +99,12 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[AudioItem]:
             if not path.is_file():
                 raise InputError(f"{path}: manifest not found")
             items.extend(_manifest_items(path))
-        else:  # a missing or broken audio file is reported and skipped at loading, like any bad file
+        elif not path.exists():  # a typo on the command line: say so before any work (manifest rows are skipped)
+            raise InputError(f"{path}: file not found; check the path (give audio files, folders or .json manifests)")
+        else:  # a broken audio file is reported and skipped at loading, like any bad file
             items.append(AudioItem(str(path)))
+    if not items:
+        raise InputError(f"{', '.join(str(raw) for raw in inputs)}: no inputs to transcribe (empty manifest?)")
     return items
 
 
@@ -154,10 +170,109 @@ def _seconds(item: AudioItem) -> float:
     return available if item.duration is None else min(item.duration, available)
 
 
+DEVICE_HELP = "auto (cuda if available), cpu, cuda, cuda:1, mps"
+
+
 def resolve_device(name: str) -> torch.device:
+    """The torch device `name` stands for, checked to exist here (`auto`: cuda if available, else cpu);
+    a UserError naming `--device` otherwise, so a bad name fails before any work."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise UserError(f"--device {name}: not a device name; use {DEVICE_HELP}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices "
+                            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError(f"--device {name}: MPS is not available on this machine; use --device cpu (or auto)")
+    elif device.type != "cpu":
+        raise UserError(f"--device {name}: {device.type} devices are not supported; use {DEVICE_HELP}")
+    return device
+
+
+def _check_finite(log_probs: torch.Tensor, item: AudioItem) -> None:
+    if not bool(torch.isfinite(log_probs).all()):
+        raise UserError(
+            f"{item.path}: the model gave NaN/Inf log-probabilities (its audio was finite): the model is broken; "
+            "check its weights (a diverged training run?) or use an earlier checkpoint"
+        )
+
+
+def iter_transcriptions(
+    model: CTCModel,
+    paths: Sequence[str | os.PathLike | AudioItem],
+    batch_size: int = 16,
+    timestamps: bool = False,
+    chunk_seconds: float = 20.0,
+    overlap_seconds: float = 2.0,
+    progress: bool = False,
+    errors: list[AudioError] | None = None,
+    decode: Decode | None = None,
+) -> Iterator[dict[str, Any]]:
+    """`transcribe`, one row at a time: each `{"audio_filepath", "text"[, "words"]}` is yielded, in input
+    order, as soon as its batch (or its chunked long file) is done, so a caller can write it at once.
+
+    The model is in eval and inference mode only while it runs, never while the generator is suspended.
+    Unreadable files (and ones whose samples are NaN/Inf) are skipped and their AudioError appended to
+    `errors`; NaN/Inf log-probabilities from finite audio mean a broken model: a UserError naming the file.
+    """
+    decode = decode or model.decode
+    if batch_size < 1 or chunk_seconds <= 0 or overlap_seconds < 0:
+        raise ValueError("batch_size must be >= 1, chunk_seconds > 0 and overlap_seconds >= 0")
+    items = [p if isinstance(p, AudioItem) else AudioItem(str(p)) for p in paths]
+    errors = [] if errors is None else errors
+    sample_rate = model.preprocessor.sample_rate
+    device = next(model.parameters()).device
+    pending: list[tuple[AudioItem, torch.Tensor]] = []
+
+    def run_pending() -> list[dict[str, Any]]:
+        # Short files go through the model together, padded: outputs do not depend on the padding.
+        lengths = torch.tensor([audio.shape[0] for _, audio in pending], device=device)
+        batch = torch.nn.utils.rnn.pad_sequence([audio for _, audio in pending], batch_first=True).to(device)
+        with inference_settings(model), torch.inference_mode():
+            log_probs, encoded_len, _ = model(input_signal=batch, input_signal_length=lengths)
+            rows = []
+            for row, (item, _) in enumerate(pending):
+                valid = log_probs[row, :encoded_len[row]].cpu()
+                _check_finite(valid, item)
+                rows.append(_result(model, item, valid, timestamps, decode))
+        pending.clear()
+        return rows
+
+    with tqdm(items, desc="transcribing", unit="file", disable=not progress, file=sys.stderr) as files:
+        for item in files:
+            try:
+                seconds = _seconds(item)
+                if seconds > chunk_seconds:
+                    if pending:  # keep the output in input order
+                        yield from run_pending()
+                    blocks = lambda item=item: stream_audio(item.path, sample_rate, item.offset, item.duration)  # noqa: E731
+                    with tqdm(total=round(seconds), desc=Path(item.path).name, unit="s", leave=False,
+                              disable=not progress, file=sys.stderr, bar_format=LONG_FILE_BAR) as bar, \
+                            inference_settings(model), torch.inference_mode():
+                        log_probs = chunked_log_probs(model, blocks, chunk_seconds, overlap_seconds, batch_size,
+                                                      advance=bar.update)
+                        _check_finite(log_probs, item)
+                        row = _result(model, item, log_probs, timestamps, decode)
+                    yield row
+                    continue
+                audio = load_audio(item.path, sample_rate, offset=item.offset, duration=item.duration)
+                if not bool(torch.isfinite(audio).all()):
+                    raise AudioError(item.path, "holds NaN/Inf samples; the file is damaged")
+            except AudioError as error:
+                errors.append(error)
+                continue
+            pending.append((item, audio))
+            if len(pending) == batch_size:
+                yield from run_pending()
+        if pending:
+            yield from run_pending()
 
 
 def transcribe(
@@ -177,51 +292,12 @@ def transcribe(
     skipped; pass a list as `errors` to receive their AudioError (path and reason). Files longer than
     `chunk_seconds` go through `chunked_log_probs` with `overlap_seconds` of context on each side.
     `decode` turns log-probs into text: the model's greedy decoding unless given (e.g. a
-    `quartznet.decoding.BeamSearchDecoder(...).decode`).
+    `quartznet.decoding.BeamSearchDecoder(...).decode`). `iter_transcriptions` yields the same rows one
+    at a time.
     """
-    decode = decode or model.decode
-    if batch_size < 1 or chunk_seconds <= 0 or overlap_seconds < 0:
-        raise ValueError("batch_size must be >= 1, chunk_seconds > 0 and overlap_seconds >= 0")
-    items = [p if isinstance(p, AudioItem) else AudioItem(str(p)) for p in paths]
-    errors = [] if errors is None else errors
-    sample_rate = model.preprocessor.sample_rate
-    device = next(model.parameters()).device
-    results: list[dict[str, Any]] = []
-    pending: list[tuple[AudioItem, torch.Tensor]] = []
-
-    def run_pending() -> None:
-        # Short files go through the model together, padded: outputs do not depend on the padding.
-        lengths = torch.tensor([audio.shape[0] for _, audio in pending], device=device)
-        batch = torch.nn.utils.rnn.pad_sequence([audio for _, audio in pending], batch_first=True).to(device)
-        log_probs, encoded_len, _ = model(input_signal=batch, input_signal_length=lengths)
-        for row, (item, _) in enumerate(pending):
-            results.append(_result(model, item, log_probs[row, :encoded_len[row]].cpu(), timestamps, decode))
-        pending.clear()
-
-    with inference_settings(model), torch.inference_mode():
-        for item in tqdm(items, desc="transcribing", unit="file", disable=not progress, file=sys.stderr):
-            try:
-                seconds = _seconds(item)
-                if seconds > chunk_seconds:
-                    if pending:  # keep the output in input order
-                        run_pending()
-                    blocks = lambda item=item: stream_audio(item.path, sample_rate, item.offset, item.duration)  # noqa: E731
-                    with tqdm(total=round(seconds), desc=Path(item.path).name, unit="s", leave=False,
-                              disable=not progress, file=sys.stderr, bar_format=LONG_FILE_BAR) as bar:
-                        log_probs = chunked_log_probs(model, blocks, chunk_seconds, overlap_seconds, batch_size,
-                                                      advance=bar.update)
-                    results.append(_result(model, item, log_probs, timestamps, decode))
-                    continue
-                audio = load_audio(item.path, sample_rate, offset=item.offset, duration=item.duration)
-            except AudioError as error:
-                errors.append(error)
-                continue
-            pending.append((item, audio))
-            if len(pending) == batch_size:
-                run_pending()
-        if pending:
-            run_pending()
-    return results
+    return list(iter_transcriptions(model, paths, batch_size=batch_size, timestamps=timestamps,
+                                    chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
+                                    progress=progress, errors=errors, decode=decode))
 
 
 def transcribe_texts(model: CTCModel, paths: Sequence[str | os.PathLike], batch_size: int = 4, **options: Any) -> list[str]:
@@ -234,55 +310,124 @@ def transcribe_texts(model: CTCModel, paths: Sequence[str | os.PathLike], batch_
     return [row["text"] for row in rows]
 
 
+def at_least(minimum: float, kind: type = int, strictly: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a number >= minimum (> minimum when `strictly`); argparse names the option."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < minimum or (strictly and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strictly else '>='} {minimum}, got {text}")
+        return value
+    return parse
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="transcribe", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a CTC model: .nemo or Lightning .ckpt")
     parser.add_argument("inputs", nargs="+", help="audio files, folders (searched recursively) or .json/.jsonl manifests")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=at_least(1), default=16)
     parser.add_argument("--timestamps", action="store_true", help="add word start/end times in seconds")
-    parser.add_argument("--output", help="write JSON lines here instead of printing them")
-    parser.add_argument("--chunk-seconds", type=float, default=20.0, help="longer files are transcribed in chunks")
-    parser.add_argument("--overlap-seconds", type=float, default=2.0, help="context on each side of a chunk")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--output", help="write JSON lines here (streamed to OUTPUT.partial, renamed when done) "
+                                         "instead of printing them")
+    parser.add_argument("--chunk-seconds", type=at_least(0, float, strictly=True), default=20.0,
+                        help="longer files are transcribed in chunks")
+    parser.add_argument("--overlap-seconds", type=at_least(0, float), default=2.0,
+                        help="context on each side of a chunk")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     beam = parser.add_argument_group("beam search (docs/recipes.md); greedy unless --beam-size or --lm is given")
-    beam.add_argument("--beam-size", type=int, help="beams to keep (default 32 once beam search is on)")
+    beam.add_argument("--beam-size", type=at_least(1), help="beams to keep (default 32 once beam search is on)")
     beam.add_argument("--lm", help="KenLM n-gram (ARPA or binary), e.g. from python -m data_prep.build_lm")
     beam.add_argument("--lexicon", help="lexicon file: only its words are output (python -m quartznet.decoding lexicon)")
     beam.add_argument("--lm-weight", type=float, default=0.5)
     beam.add_argument("--word-score", type=float, default=0.0)
     args = parser.parse_args(argv)
 
+    state: dict[str, Any] = {"done": 0, "total": 0, "where": None}
+
+    def interrupted() -> str:
+        if state["where"] is None:
+            return "interrupted before transcribing began; nothing was written"
+        return (f"interrupted after {state['done']} of {state['total']} inputs; "
+                f"finished rows are in {state['where']}")
+
+    with user_errors(args.debug, interrupted=interrupted, also=(AudioError,)):
+        return _run(args, state)
+
+
+def _run(args: argparse.Namespace, state: dict[str, Any]) -> int:
+    # Everything that can be checked without the model is checked first: a mistake costs no loading time.
+    device = resolve_device(args.device)
+    items = expand_inputs(args.inputs)
+    state["total"] = len(items)
+    for option, value in (("--lm", args.lm), ("--lexicon", args.lexicon)):
+        if value is not None and not Path(value).is_file():
+            raise UserError(f"{option} {value}: file not found (an LM: python -m data_prep.build_lm; "
+                            "a lexicon: python -m quartznet.decoding lexicon)")
+    if args.output:
+        check_writable(args.output)
+
     from quartznet.tasks import load_transcriber  # here, so `--help` does not pay for importing Lightning
 
-    try:
-        items = expand_inputs(args.inputs)
-    except InputError as error:
-        parser.error(str(error))
-    try:
-        model = load_transcriber(args.model)
-    except ValueError as error:
-        parser.error(str(error))
-    model = model.to(resolve_device(args.device))
+    model = load_transcriber(args.model).to(device)
     decode = None
     if args.beam_size or args.lm or args.lexicon:
         from quartznet.decoding import BeamSearchDecoder
 
-        decode = BeamSearchDecoder(model.vocabulary, model.blank_id, lm_path=args.lm, lexicon_path=args.lexicon,
-                                   beam_size=args.beam_size or 32, lm_weight=args.lm_weight,
-                                   word_score=args.word_score).decode
+        try:
+            decode = BeamSearchDecoder(model.vocabulary, model.blank_id, lm_path=args.lm, lexicon_path=args.lexicon,
+                                       beam_size=args.beam_size or 32, lm_weight=args.lm_weight,
+                                       word_score=args.word_score).decode
+        except ImportError as error:
+            raise UserError(f"--beam-size/--lm/--lexicon: {error}") from error
+
     errors: list[AudioError] = []
-    rows = transcribe(model, items, batch_size=args.batch_size, timestamps=args.timestamps,
-                      chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
-                      progress=True, errors=errors, decode=decode)
-    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    if args.output:
-        Path(args.output).write_text(lines, encoding="utf-8")
-    else:
-        sys.stdout.write(lines)
-    for error in errors:
-        print(f"skipped {error.path}: {error.reason}", file=sys.stderr)
-    print(f"transcribed {len(rows)} of {len(items)} inputs ({len(errors)} skipped)", file=sys.stderr)
-    return 0 if rows else 1
+    reported = 0
+
+    def report_skipped() -> None:
+        nonlocal reported
+        for error in errors[reported:]:
+            print(f"skipped {error.path}: {error.reason}", file=sys.stderr)
+        reported = len(errors)
+
+    rows = iter_transcriptions(model, items, batch_size=args.batch_size, timestamps=args.timestamps,
+                               chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
+                               progress=True, errors=errors, decode=decode)
+    written = 0
+    output = JsonLinesOutput(args.output) if args.output else None
+    state["where"] = str(output.partial) if output is not None else "stdout (printed above)"
+    try:
+        for row in rows:
+            if output is not None:
+                output.write(row)
+            else:
+                _print_row(row)
+            written += 1
+            state["done"] = written + len(errors)
+            report_skipped()
+        state["done"] = written + len(errors)
+        report_skipped()
+    except BaseException:
+        rows.close()  # ends the progress bars now, so the error line comes after them
+        if output is not None:
+            output.keep_partial()
+        raise
+    summary = f"transcribed {written} of {len(items)} inputs ({len(errors)} skipped)"
+    if not written:
+        if output is not None:
+            output.discard()  # nothing to keep, and an existing output stays as it was
+        raise UserError(f"{summary}: no input could be read (see the skipped lines above)")
+    if output is not None:
+        output.commit()
+    print(summary + (f"; wrote {args.output}" if output is not None else ""), file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -187,3 +187,33 @@ def test_config_without_weights_member_is_a_clear_error(tmp_path):
     archive = write_tar(tmp_path / "half.nemo", [file_member("./model_config.yaml", yaml.safe_dump({"a": 1}).encode())])
     with pytest.raises(ValueError, match="model_weights.ckpt"):
         CTCModel.restore_from(archive)
+
+
+# --- damaged files: one clear error naming the file, for every caller ---------------------------------
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["tar", "gzip"])
+@pytest.mark.parametrize("keep", [0.3, 0.9])
+def test_truncated_nemo_is_a_clear_error(tmp_path, compress, keep):
+    from quartznet.common.checkpoint import CheckpointError
+    from quartznet.common.errors import UserError
+
+    data = gzip.compress(NEMO_CTC.read_bytes()) if compress else NEMO_CTC.read_bytes()
+    cut = tmp_path / "cut.nemo"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(CheckpointError, match=r"cut\.nemo: (truncated or damaged|not a readable|no model_weights)") as raised:
+        load_nemo(cut)
+    assert isinstance(raised.value, UserError)
+
+
+def test_lightning_checkpoint_without_model_sections_is_a_clear_error(tmp_path):
+    from quartznet.common.checkpoint import CKPT_CONFIG_KEY, CheckpointError, load_checkpoint
+
+    ckpt = tmp_path / "run.ckpt"
+    torch.save({CKPT_CONFIG_KEY: {"encoder": {}, "preprocessor": {}}, "state_dict": {}}, ckpt)
+    with pytest.raises(CheckpointError, match=r"run\.ckpt: .*no `decoder` section"):
+        load_checkpoint(ckpt)
+    with pytest.raises(FileNotFoundError, match=r"gone\.ckpt: checkpoint not found"):
+        load_checkpoint(tmp_path / "gone.ckpt")
+    with pytest.raises(CheckpointError, match="is a folder"):
+        load_checkpoint(tmp_path)

@@ -241,3 +241,29 @@ def test_streamed_audio_reports_bad_files_like_load_audio(tmp_path):
                          (nan, "NaN")):
         with pytest.raises(AudioError, match=reason):
             list(stream_audio(path, 16000, block_seconds=1.0))
+
+
+def test_manifest_duration_is_checked_against_the_file(tmp_path, caplog):
+    """Without `offset` a row's duration is a length hint: a longer file is used whole (and warned about);
+    with `offset` the row is a slice and exactly `duration` seconds are read; repeated rows are kept."""
+    soundfile.write(tmp_path / "two.wav", tone(2.0), RATE)
+    soundfile.write(tmp_path / "half.wav", tone(0.5), RATE)
+    rows = [
+        {"audio_filepath": "two.wav", "duration": 1.0, "text": "hint"},  # file is 2 s: whole file
+        {"audio_filepath": "two.wav", "duration": 1.0, "offset": 0.0, "text": "first slice"},
+        {"audio_filepath": "two.wav", "duration": 0.5, "offset": 1.8, "text": "past the end"},
+        {"audio_filepath": "half.wav", "duration": 0.6, "text": "close enough"},  # within 0.25 s
+        {"audio_filepath": "half.wav", "duration": 0.6, "text": "close enough"},  # a repeated row
+    ]
+    with caplog.at_level(logging.WARNING):
+        dataset = AudioToCharDataset(write_manifest(tmp_path / "m.json", rows), LABELS)
+    assert dataset.duration_mismatches == 2 and dataset.duplicate_rows == 1
+    assert "two.wav: manifest 1.00 s, file 2.00 s" in caplog.text and "manifest 2.30 s, file 2.00 s" in caplog.text
+    assert "1 rows repeat an earlier row" in caplog.text
+    assert dataset.durations == [2.0, 1.0, 0.5, 0.6, 0.6]
+    lengths = [dataset[i].audio.shape[0] if isinstance(dataset[i], ASRItem) else dataset[i] for i in range(5)]
+    assert lengths[:2] == [2 * RATE, RATE] and lengths[3] == lengths[4] == RATE // 2
+    assert isinstance(lengths[2], Skipped) and lengths[2].reason.startswith("truncated audio")
+
+    quiet = AudioToCharDataset(tmp_path / "m.json", LABELS, duration_tolerance=None)  # no header reads
+    assert quiet.duration_mismatches == 0 and quiet.durations == [1.0, 1.0, 0.5, 0.6, 0.6]

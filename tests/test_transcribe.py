@@ -18,7 +18,7 @@ from quartznet.data.audio import load_audio
 from quartznet.data.manifest import read_manifests, write_manifest
 from quartznet.long_audio import chunked_log_probs
 from quartznet.models import CTCModel
-from quartznet.transcribe import AudioItem, inference_settings, main, transcribe, transcribe_texts
+from quartznet.transcribe import AudioItem, inference_settings, iter_transcriptions, main, transcribe, transcribe_texts
 from test_training import asr_data, fit, subset_manifest, tiny_asr_config
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is needed for speech (make setup installs it)")
@@ -181,9 +181,33 @@ def test_cli_writes_json_lines_skips_bad_files_and_fails_when_nothing_is_readabl
     err = capsys.readouterr().err
     assert "broken.wav" in err and "transcribed 3 of 4 inputs (1 skipped)" in err
 
-    assert main([str(checkpoint), str(folder / "broken.wav"), str(tmp_path / "missing.wav")]) == 1
+    # a path on the command line that does not exist fails before any work; unreadable files are skipped,
+    # and a run with nothing readable is an error that leaves an existing output as it was
+    with pytest.raises(SystemExit) as stop:
+        main([str(checkpoint), str(folder / "broken.wav"), str(tmp_path / "missing.wav")])
     printed = capsys.readouterr()
-    assert printed.out == "" and "missing.wav: file not found" in printed.err
+    assert stop.value.code == 1 and printed.out == "" and "missing.wav: file not found" in printed.err
+    with pytest.raises(SystemExit) as stop:
+        main([str(checkpoint), str(folder / "broken.wav"), "--output", str(out)])
+    printed = capsys.readouterr()
+    assert stop.value.code == 1 and "error: transcribed 0 of 1 inputs" in printed.err
+    assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == [e.text for e in entries[:3]]
+
+
+def test_iter_transcriptions_yields_each_batch_when_ready_and_leaves_the_model_alone(overfit, monkeypatch):
+    import quartznet.transcribe as module
+
+    model, entries = overfit
+    paths = [e.audio_filepath for e in entries]
+    loaded, real_load = [], module.load_audio
+    monkeypatch.setattr(module, "load_audio", lambda path, *a, **k: loaded.append(path) or real_load(path, *a, **k))
+    model.train()
+    rows = iter_transcriptions(model, paths, batch_size=2)
+    first = next(rows)
+    assert len(loaded) == 2 and first["text"] == entries[0].text  # the first batch only
+    assert model.training and not torch.is_inference_mode_enabled()  # not while the generator is suspended
+    assert [first, *rows] == transcribe(model, paths, batch_size=2)
+    model.eval()
 
 
 def test_silence_gives_no_words():

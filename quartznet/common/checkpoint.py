@@ -9,25 +9,41 @@ checked before anything is extracted.
 
 from __future__ import annotations
 
+import gzip
 import io
 import re
 import os
 import tarfile
 import tempfile
 import time
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 import yaml
 
+from quartznet.common.errors import UserError
 
 CONFIG_NAME = "model_config.yaml"
 WEIGHTS_NAME = "model_weights.ckpt"
 CKPT_CONFIG_KEY = "quartznet_model_config"  # where a Lightning .ckpt from train.py keeps the model config
 
 
-class UnsafeArchiveError(ValueError):
+MODEL_SECTIONS = ("preprocessor", "encoder", "decoder")  # every model config has these
+# What reading a damaged plain or gzip tar raises (truncated: ReadError "unexpected end of data" / EOFError).
+DAMAGED_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint file that cannot be used; the message names the file, what is wrong and what to do."""
+
+
+class CheckpointNotFoundError(UserError, FileNotFoundError):
+    """The checkpoint path does not name a file."""
+
+
+class UnsafeArchiveError(CheckpointError):
     """A checkpoint archive holds a member that could write outside its folder or run code."""
 
 
@@ -61,36 +77,73 @@ def safe_extract(archive: str | os.PathLike, destination: str | os.PathLike) -> 
     archive, destination = Path(archive), Path(destination)
     try:
         tar = tarfile.open(archive, mode="r:*")
-    except (tarfile.TarError, OSError) as error:
-        raise ValueError(f"{archive}: not a readable .nemo/tar archive ({error})") from error
+    except (*DAMAGED_ARCHIVE_ERRORS, OSError) as error:
+        raise CheckpointError(
+            f"{archive}: not a readable .nemo/tar archive ({error}); is this the checkpoint file?"
+        ) from error
     with tar:
-        members = tar.getmembers()
-        checked = [(member, checked_member_path(archive, member)) for member in members]
-        written = []
-        for member, relative in checked:
-            if relative is None:
-                continue
-            target = destination.joinpath(*relative.parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tar.extractfile(member) as source, open(target, "wb") as sink:
-                sink.write(source.read())
-            written.append(target)
+        try:
+            members = tar.getmembers()
+            checked = [(member, checked_member_path(archive, member)) for member in members]
+            written = []
+            for member, relative in checked:
+                if relative is None:
+                    continue
+                target = destination.joinpath(*relative.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(member) as source, open(target, "wb") as sink:
+                    sink.write(source.read())
+                written.append(target)
+        except DAMAGED_ARCHIVE_ERRORS as error:
+            raise CheckpointError(
+                f"{archive}: truncated or damaged archive ({error}); copy or download it again"
+            ) from error
     return written
+
+
+def _check_exists(path: Path) -> None:
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; give the checkpoint file (.nemo or .ckpt)")
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"{path}: checkpoint not found; check the path")
+
+
+def check_model_config(config: Any, path: Path, where: str) -> dict[str, Any]:
+    """`config` if it is a mapping with the module sections every model has; a CheckpointError otherwise."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: {where} is not a YAML mapping; the checkpoint is damaged or not a model")
+    model = config["model"] if "encoder" not in config and isinstance(config.get("model"), dict) else config
+    for section in MODEL_SECTIONS:
+        if not isinstance(model.get(section), dict):
+            raise CheckpointError(
+                f"{path}: {where} has no `{section}` section; the checkpoint is incomplete or not a QuartzNet/NeMo "
+                "model (re-export it, or use the original file)"
+            )
+    return config
 
 
 def load_nemo(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Read a `.nemo` file -> (model config as a plain dict, state dict of tensors)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    _check_exists(path)
     with tempfile.TemporaryDirectory(prefix="quartznet-nemo-") as folder:
         files = {file.name: file for file in safe_extract(path, folder)}
         for needed in (CONFIG_NAME, WEIGHTS_NAME):
             if needed not in files:
-                raise ValueError(f"{path}: no {needed} inside; is this a .nemo checkpoint? (found {sorted(files)})")
-        config = yaml.safe_load(files[CONFIG_NAME].read_text())
-        if not isinstance(config, dict):
-            raise ValueError(f"{path}: {CONFIG_NAME} is not a YAML mapping")
+                raise CheckpointError(
+                    f"{path}: no {needed} inside; is this a .nemo checkpoint? (found {sorted(files)})"
+                )
+        try:
+            config = yaml.safe_load(files[CONFIG_NAME].read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            mark = getattr(error, "problem_mark", None)
+            problem = getattr(error, "problem", None) or " ".join(str(error).split())
+            if mark is not None:
+                problem += f" at line {mark.line + 1}, column {mark.column + 1}"
+            raise CheckpointError(
+                f"{path}: {CONFIG_NAME} inside is not valid YAML ({problem}); the archive is damaged"
+            ) from error
+        check_model_config(config, path, CONFIG_NAME)
         state_dict = load_weights(files[WEIGHTS_NAME], label=f"{path}:{WEIGHTS_NAME}")
     return config, state_dict
 
@@ -100,7 +153,7 @@ def _load_data(path: str | os.PathLike, label: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError (or RuntimeError) for code and garbage alike
-        raise ValueError(
+        raise CheckpointError(
             f"{label}: refused to load: not a plain tensor checkpoint (weights_only=True rejected it: "
             f"{str(error).splitlines()[0]})"
         ) from error
@@ -110,7 +163,7 @@ def _state_dict_of(state: Any, label: str) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # a Lightning .ckpt
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ValueError(f"{label}: expected a dict of tensors (a state dict)")
+        raise CheckpointError(f"{label}: expected a dict of tensors (a state dict); is this a model checkpoint?")
     return state
 
 
@@ -125,12 +178,14 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     path = Path(path)
     if path.suffix != ".ckpt":
         return load_nemo(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    _check_exists(path)
     checkpoint = _load_data(path, str(path))
     if not isinstance(checkpoint, dict) or CKPT_CONFIG_KEY not in checkpoint:
-        raise ValueError(f"{path}: a Lightning checkpoint without a quartznet model config; was it written by train.py?")
-    return checkpoint[CKPT_CONFIG_KEY], _state_dict_of(checkpoint, str(path))
+        raise CheckpointError(
+            f"{path}: a Lightning checkpoint without a quartznet model config; was it written by train.py?"
+        )
+    config = check_model_config(checkpoint[CKPT_CONFIG_KEY], path, CKPT_CONFIG_KEY)
+    return config, _state_dict_of(checkpoint, str(path))
 
 
 def save_nemo(path: str | os.PathLike, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> Path:

@@ -16,7 +16,7 @@ import contextlib
 import os
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import yaml
 from omegaconf.errors import OmegaConfBaseException
@@ -43,18 +43,43 @@ def one_line(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def user_errors(debug: bool = False, interrupted: str = "interrupted") -> Iterator[None]:
+def user_errors(
+    debug: bool = False,
+    interrupted: str | Callable[[], str] = "interrupted",
+    also: tuple[type[BaseException], ...] = (),
+) -> Iterator[None]:
     """Turn user errors into one stderr line + exit 1, and Ctrl-C into `interrupted` + exit 130.
-    With `debug`, errors propagate unchanged (full traceback)."""
+
+    `interrupted` may be a function, called at the moment of the interruption, so the line can say how
+    far the work got. `also` adds exception types a caller's layer defines (e.g. AudioError) to the ones
+    treated as user errors. With `debug`, errors propagate unchanged (full traceback)."""
     try:
         yield
     except KeyboardInterrupt:
         if debug:
             raise
-        print(f"\n{interrupted}", file=sys.stderr)
+        message = interrupted() if callable(interrupted) else interrupted
+        print(f"\n{message}", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
-    except USER_ERRORS as error:
+    except (*USER_ERRORS, *also) as error:
         if debug:
             raise
         print(f"error: {one_line(error)}", file=sys.stderr)
         raise SystemExit(EXIT_USER_ERROR) from None
+
+
+def config_int(value: object, key: str, minimum: int | None = None, allow_none: bool = False) -> int | None:
+    """`value` of config key `key` as an int (>= `minimum`), or a UserError naming the key."""
+    if value is None and allow_none:
+        return None
+    at_least = "" if minimum is None else f" >= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        raise UserError(f"{key}={value!r}: must be a whole number{at_least}; set e.g. {key}={max(minimum or 0, 1)}")
+    return value
+
+
+def config_fraction(value: object, key: str) -> float:
+    """`value` of config key `key` as a float in [0, 1], or a UserError naming the key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise UserError(f"{key}={value!r}: must be a number from 0 to 1; set e.g. {key}=0.5")
+    return float(value)

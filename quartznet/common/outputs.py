@@ -38,6 +38,14 @@ def check_writable(path: str | os.PathLike) -> Path:
     return path
 
 
+def set_default_permissions(path: str | os.PathLike) -> None:
+    """Give a file made by `tempfile.mkstemp` (0600) the permissions `open()` would have given it
+    (0666 less the umask), before it is renamed into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to `path` all at once: a temporary file in the same folder, fsync, rename."""
     path = Path(path)
@@ -48,6 +56,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        set_default_permissions(temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -73,22 +82,43 @@ class JsonLinesOutput:
         self._handle = self.partial.open("w", encoding="utf-8")
 
     def write(self, row: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._handle.flush()
+        try:
+            self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._handle.flush()
+        except OSError as error:  # a full disk, a vanished folder: say where, and that `path` is intact
+            raise self._write_error(error) from error
         self.rows += 1
 
     def commit(self) -> Path:
         """Close and move the finished file into place (atomic on one file system)."""
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._handle.close()
-        os.replace(self.partial, self.path)
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            os.replace(self.partial, self.path)
+        except OSError as error:
+            raise self._write_error(error) from error
         return self.path
+
+    def discard(self) -> None:
+        """Close and delete the partial file (nothing worth keeping); `path` stays as it was."""
+        self.keep_partial()
+        self.partial.unlink(missing_ok=True)
+
+    def _write_error(self, error: OSError) -> UserError:
+        old = f"; {self.path} was left as it was" if self.path.exists() else ""
+        return UserError(
+            f"{self.partial}: writing failed after {self.rows} rows ({error.strerror or error}){old}; "
+            "free some space or choose another output path"
+        )
 
     def keep_partial(self) -> Path:
         """Close without replacing `path`; the rows written so far stay in `self.partial`."""
         if not self._handle.closed:
-            self._handle.close()
+            try:
+                self._handle.close()
+            except OSError:  # flushing the last bytes failed (full disk): what was flushed before stays
+                pass
         return self.partial
 
     def __enter__(self) -> JsonLinesOutput:

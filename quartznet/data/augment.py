@@ -2,14 +2,33 @@
 
 `WaveformAugmentation` = speed perturbation, time shift and white noise, each with its own probability.
 Feature augmentation (SpecAugment) is the model's: quartznet.network.spec_augment.
+
+Seeding rule (exact resume): in training, the augmentation of dataset item `index` in epoch `epoch` draws
+from its own generator seeded with `item_seed(seed, epoch, index)` (`SeededItems`, which the data module
+wraps around the training set). It is a function of those three numbers only, not of which DataLoader
+worker loads the item or of how many items that worker loaded before, so a run resumed mid-epoch
+(with any number of workers) augments every remaining item as the uninterrupted run does. Used on its
+own, `WaveformAugmentation` draws from the global torch RNG, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 import torch
 import torchaudio
+from torch.utils.data import Dataset
+
+
+def item_seed(*key: int) -> int:
+    """A well-mixed 63-bit seed from non-negative ints (e.g. seed, epoch, index): neighbouring keys give
+    unrelated streams (numpy's SeedSequence hashing), unlike `seed + index`."""
+    state = np.random.SeedSequence([int(k) % 2**64 for k in key]).generate_state(2, np.uint32)
+    return (int(state[0]) << 32 | int(state[1])) & (2**63 - 1)
 
 
 class WaveformAugmentation:
@@ -39,15 +58,23 @@ class WaveformAugmentation:
         self.speed_prob, self.min_speed, self.max_speed = speed_prob, min_speed, max_speed
         self.shift_prob, self.min_shift_ms, self.max_shift_ms = shift_prob, min_shift_ms, max_shift_ms
         self.noise_prob, self.min_level, self.max_level = noise_prob, min_level, max_level
+        # Where the random numbers come from: None = the global torch RNG; see `seeded`.
+        self.generator: torch.Generator | None = None
 
-    # The global torch RNG on purpose: DataLoader seeds it differently in every worker.
-    @staticmethod
-    def _uniform(low: float, high: float) -> float:
-        return low + (high - low) * torch.rand(()).item()
+    @contextlib.contextmanager
+    def seeded(self, *key: int) -> Iterator[WaveformAugmentation]:
+        """Within the block, draw from a generator seeded with `item_seed(*key)` (the global RNG is untouched)."""
+        previous, self.generator = self.generator, torch.Generator().manual_seed(item_seed(*key))
+        try:
+            yield self
+        finally:
+            self.generator = previous
 
-    @staticmethod
-    def _happens(probability: float) -> bool:
-        return probability > 0 and torch.rand(()).item() < probability
+    def _uniform(self, low: float, high: float) -> float:
+        return low + (high - low) * torch.rand((), generator=self.generator).item()
+
+    def _happens(self, probability: float) -> bool:
+        return probability > 0 and torch.rand((), generator=self.generator).item() < probability
 
     def __call__(self, audio: torch.Tensor) -> torch.Tensor:
         if self._happens(self.speed_prob):
@@ -67,6 +94,22 @@ class WaveformAugmentation:
                 audio = shifted
         if self._happens(self.noise_prob):
             level_db = self._uniform(self.min_level, self.max_level)
-            noise = torch.randn(audio.shape) * math.pow(10.0, level_db / 20.0)
+            noise = torch.randn(audio.shape, generator=self.generator) * math.pow(10.0, level_db / 20.0)
             audio = audio + noise
         return audio
+
+
+class SeededItems(Dataset):
+    """`dataset` read by (epoch, index) keys (`EpochKeyedBatches` makes them): item `index`, augmented by
+    `augmentation` (the dataset's own waveform transform) seeded with (seed, epoch, index)."""
+
+    def __init__(self, dataset: Dataset, augmentation: WaveformAugmentation, seed: int):
+        self.dataset, self.augmentation, self.seed = dataset, augmentation, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        with self.augmentation.seeded(self.seed, epoch, index):
+            return self.dataset[index]

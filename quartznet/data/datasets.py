@@ -10,6 +10,16 @@ Bad data never kills an epoch and is never silent:
 Manifest problems (bad JSON, missing fields, an unknown class label) raise `ManifestError` naming
 `file:line` at construction, before any training step.
 
+At construction the rows are also checked against the audio files (`check_entries`, a header read per
+file): a `duration` that differs from the file's by more than `duration_tolerance` (0.25 s) is warned
+about, naming the files, and counted (`duration_mismatches`). A row without `offset` describes the
+whole file, so when the file is longer than its `duration` says, the whole file is used (its real
+duration replaces the manifest's, for the duration filter and batching too); a row with `offset` is a
+slice and exactly `duration` seconds are read from it. A file shorter than its row says is read as it
+is and skipped as truncated when clearly short (`check_length`). Rows repeating an earlier row (same
+audio_filepath, offset and duration) are kept, each used every time, and warned about once
+(`duplicate_rows`).
+
 A batch whose items were all skipped is still returned, with B = 0 (`batch.size == 0`): the training
 step should not compute a loss on it. On one device, return None from `training_step` (Lightning
 then skips the optimizer step). Under DDP every rank must still take part in the gradient all-reduce,
@@ -19,9 +29,11 @@ so return a zero loss that touches every parameter instead, e.g.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +41,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from quartznet.data.audio import AudioError, load_audio
+from quartznet.data.audio import AudioError, audio_duration, load_audio
 from quartznet.data.manifest import ManifestEntry, ManifestError, read_manifests
 from quartznet.data.text import CharTokenizer
 
@@ -196,6 +208,64 @@ def _filter_durations(
     return kept, filtered
 
 
+DURATION_TOLERANCE = 0.25  # seconds a manifest `duration` may differ from its audio file's without a warning
+
+
+def _real_duration(path: str) -> float | None:
+    try:
+        return audio_duration(path)
+    except AudioError:  # missing or unreadable: skipped (with the reason) when the item is loaded
+        return None
+
+
+@dataclass
+class EntryCheck:
+    """What `check_entries` found: the rows to use and the counts it warned about."""
+
+    entries: list[ManifestEntry]
+    duration_mismatches: int = 0
+    duplicate_rows: int = 0
+
+
+def check_entries(
+    entries: list[ManifestEntry], name: str, tolerance: float | None = DURATION_TOLERANCE, max_paths: int = 5
+) -> EntryCheck:
+    """Warn (once per kind, naming files) about rows whose `duration` disagrees with the audio file's
+    header by more than `tolerance` seconds, and about repeated rows; extend rows without `offset`
+    whose file is longer than their `duration` to the whole file. `tolerance=None`: no file is read."""
+    keys = Counter((str(e.audio_filepath), e.offset_given, e.offset, e.duration) for e in entries)
+    duplicates = sum(count - 1 for count in keys.values())
+    if duplicates:
+        example = next(key[0] for key, count in keys.items() if count > 1)
+        log.warning(
+            "%s: %d rows repeat an earlier row (same audio_filepath, offset and duration), e.g. %s; "
+            "they are kept and each is used (scored) every time it appears", name, duplicates, example,
+        )
+    if tolerance is None or not entries:
+        return EntryCheck(list(entries), 0, duplicates)
+    paths = sorted({str(e.audio_filepath) for e in entries})
+    with ThreadPoolExecutor(max_workers=min(16, 2 * (os.cpu_count() or 1))) as pool:  # header reads wait on I/O
+        real = dict(zip(paths, pool.map(_real_duration, paths, chunksize=64)))
+    checked, mismatched = [], []
+    for entry in entries:
+        seconds = real[str(entry.audio_filepath)]
+        if seconds is not None:
+            wanted = entry.offset + entry.duration if entry.offset_given else entry.duration
+            if wanted > seconds + tolerance or (not entry.offset_given and seconds > entry.duration + tolerance):
+                mismatched.append(f"{entry.source} {entry.audio_filepath}: manifest {wanted:.2f} s, file {seconds:.2f} s")
+            if not entry.offset_given and seconds > entry.duration + tolerance:
+                entry = dataclasses.replace(entry, duration=seconds)  # a length hint: use the whole file
+        checked.append(entry)
+    if mismatched:
+        log.warning(
+            "%s: %d rows have a `duration` that differs from their audio file by more than %.2f s; rows "
+            "without `offset` use the whole file, a file shorter than its row is skipped when clearly "
+            "truncated: %s%s", name, len(mismatched), tolerance, "; ".join(mismatched[:max_paths]),
+            " ..." if len(mismatched) > max_paths else "",
+        )
+    return EntryCheck(checked, len(mismatched), duplicates)
+
+
 def check_length(audio: torch.Tensor, sample_rate: int, expected_seconds: float, name: str) -> None:
     """AudioError when `audio` (L,) is clearly shorter than the manifest says (by > 10% and > 0.1 s).
 
@@ -223,6 +293,13 @@ class ManifestDataset(Dataset):
     manifest `durations`, which DurationBucketSampler batches on."""
 
     entries: list[ManifestEntry]
+    duration_mismatches: int = 0  # rows whose duration disagrees with their file (check_entries)
+    duplicate_rows: int = 0  # rows repeating an earlier row
+
+    def _check(self, entries: list[ManifestEntry], manifests: ManifestSource, tolerance: float | None) -> list[ManifestEntry]:
+        found = check_entries(entries, str(manifests), tolerance)
+        self.duration_mismatches, self.duplicate_rows = found.duration_mismatches, found.duplicate_rows
+        return found.entries
 
     @property
     def durations(self) -> list[float]:
@@ -249,11 +326,12 @@ class AudioToCharDataset(ManifestDataset):
         min_duration: float | None = None,
         max_duration: float | None = 16.7,
         waveform_transform: WaveformTransform | None = None,
+        duration_tolerance: float | None = DURATION_TOLERANCE,
     ):
         self.sample_rate = sample_rate
         self.waveform_transform = waveform_transform
         self.tokenizer = CharTokenizer(labels)
-        entries = read_manifests(manifest_filepath, field="text")
+        entries = self._check(read_manifests(manifest_filepath, field="text"), manifest_filepath, duration_tolerance)
         self.entries, self.filtered = _filter_durations(entries, min_duration, max_duration, str(manifest_filepath))
         self.tokens = [torch.tensor(self.tokenizer.encode(entry.text), dtype=torch.long) for entry in self.entries]
         self.dropped_characters = Counter(self.tokenizer.dropped)
@@ -288,6 +366,7 @@ class AudioToLabelDataset(ManifestDataset):
         min_duration: float | None = None,
         max_duration: float | None = None,
         waveform_transform: WaveformTransform | None = None,
+        duration_tolerance: float | None = DURATION_TOLERANCE,
     ):
         self.sample_rate = sample_rate
         self.waveform_transform = waveform_transform
@@ -300,6 +379,7 @@ class AudioToLabelDataset(ManifestDataset):
                     f"{entry.source}: label {entry.label!r} is not one of the model's {len(index)} labels "
                     f"{self.labels}; fix the manifest or the model's labels"
                 )
+        entries = self._check(entries, manifest_filepath, duration_tolerance)
         self.entries, self.filtered = _filter_durations(entries, min_duration, max_duration, str(manifest_filepath))
         self.label_ids = [index[entry.label] for entry in self.entries]
 

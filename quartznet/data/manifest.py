@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quartznet.common.errors import UserError
+
 
 class ManifestError(ValueError):
     """A manifest line that cannot be used; the message names `file:line` and what to fix."""
@@ -28,6 +30,9 @@ class ManifestEntry:
     label: str | None = None
     offset: float = 0.0
     source: str = ""  # "manifest.json:12", for error reports
+    # The row gave an `offset`: it is a slice of a longer recording and exactly `duration` seconds are
+    # read from `offset`. Without one, `duration` describes the whole file (see datasets.check_entries).
+    offset_given: bool = False
 
 
 def manifest_paths(manifests: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
@@ -35,6 +40,21 @@ def manifest_paths(manifests: str | os.PathLike | Sequence[str | os.PathLike]) -
     if isinstance(manifests, (str, os.PathLike)):
         manifests = [part for part in str(manifests).split(",") if part.strip()]
     return [Path(str(path).strip()).expanduser() for path in manifests]
+
+
+def check_manifest_files(manifests: str | os.PathLike | Sequence[str | os.PathLike], key: str) -> list[Path]:
+    """Before any work: every manifest of `manifests` exists and has a row. A UserError naming the
+    config key `key` and the file otherwise (an empty manifest has nothing to train or score on)."""
+    paths = manifest_paths(manifests)
+    if not paths:
+        raise UserError(f"{key} is empty; give a manifest file")
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"{key}: manifest {path} does not exist; give an existing manifest file")
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            if not any(line.strip() for line in lines):
+                raise UserError(f"{key}: manifest {path} is empty (no rows); give a manifest with utterances")
+    return paths
 
 
 def _entry(row: Any, manifest: Path, line_number: int, field: str) -> ManifestEntry:
@@ -63,6 +83,7 @@ def _entry(row: Any, manifest: Path, line_number: int, field: str) -> ManifestEn
         label=row[field] if field == "label" else None,
         offset=offset,
         source=where,
+        offset_given=row.get("offset") is not None,
     )
 
 

@@ -63,7 +63,8 @@ class DurationBucketSampler(Sampler[list[int]]):
     in `on_train_epoch_start`, and set `use_distributed_sampler=False` so Lightning keeps this
     sampler under DDP); without it each new iteration advances to the next epoch by itself.
     `state_dict()` / `load_state_dict()` resume mid-epoch: the resumed epoch skips the batches
-    already consumed. `len()` is the full epoch's batch count, including skipped ones.
+    already consumed; a state saved after an epoch's last batch resumes at the next epoch's start.
+    `len()` is the full epoch's batch count, including skipped ones.
 
     `num_buckets`: more buckets pad less but mix less. 30 gives ~2% padding on a LibriSpeech-like
     distribution (random batching: ~23%, docs/benchmarks.md) while each bucket of train-clean-100
@@ -172,8 +173,36 @@ class DurationBucketSampler(Sampler[list[int]]):
                     f"cannot resume: the saved sampler had {key}={state[key]}, this one has {value}; "
                     "resume with the same data, batch size, seed and number of GPUs"
                 )
-        self.epoch = self._next_epoch = int(state["epoch"])
-        self._skip = self._yielded = int(state["batches_done"])
+        epoch, done = int(state["epoch"]), int(state["batches_done"])
+        if done >= self._batches_per_rank:
+            # A finished epoch (a checkpoint after its last batch, as every epoch-end one) resumes at the
+            # next epoch's start: Lightning starts the loader's iterator before it moves past the finished
+            # epoch and trains the next epoch on that same iterator, which must not be the (empty) rest.
+            epoch, done = epoch + 1, 0
+        self.epoch = self._next_epoch = epoch
+        self._skip = self._yielded = done
+
+
+class EpochKeyedBatches(Sampler[list[tuple[int, int]]]):
+    """`sampler`'s batches with every index keyed by the epoch it was drawn for: [(epoch, index), ...].
+
+    The key travels to the DataLoader worker with the index (for `augment.SeededItems`), so a worker
+    never needs to be told the epoch: with Lightning, the first epoch's (and a resumed epoch's) workers
+    start, and prefetch, before `on_train_epoch_start`.
+    """
+
+    def __init__(self, sampler: DurationBucketSampler):
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls it on a DataLoader's batch_sampler
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for batch in self.sampler:  # the sampler sets its epoch when its iteration starts
+            yield [(self.sampler.epoch, index) for index in batch]
 
 
 def evaluation_batches(durations: Sequence[float], batch_size: int, rank: int, world: int) -> list[list[int]]:

@@ -19,10 +19,12 @@ from typing import Any, ClassVar
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from quartznet.network.spec_augment import SpectrogramAugmentation
-from quartznet.common.checkpoint import CKPT_CONFIG_KEY, load_checkpoint, save_nemo
+from quartznet.network.wave_augment import BatchWaveformAugmentation, step_generator
+from quartznet.common.checkpoint import CKPT_CONFIG_KEY, CheckpointError, load_checkpoint, save_nemo
 from quartznet.network.encoder import ConvASREncoder, nemo_encoder_section
 from quartznet.network.features import AudioToMelSpectrogramPreprocessor, AudioToMFCCPreprocessor
 from quartznet.network.heads import ConvASRDecoder, ConvASRDecoderClassification
@@ -152,12 +154,21 @@ class QuartzNetModel(pl.LightningModule):
             raise ValueError("give input_signal (audio) or processed_signal (features)")
         if input_signal_length is None:
             input_signal_length = full_lengths(input_signal)
+        if self.training and self.waveform_augmentation is not None:
+            generator = step_generator(self.waveform_augmentation.seed, self.global_step)
+            input_signal, input_signal_length = self.waveform_augmentation(input_signal, input_signal_length, generator)
         features, lengths = self.preprocessor(input_signal=input_signal, length=input_signal_length)
         return features, lengths, input_signal_length
 
     def build_spec_augmentation(self) -> None:
-        """`spec_augment` section -> self.spec_augmentation (train-time only), or None when absent."""
+        """`spec_augment` section -> self.spec_augmentation (train-time only), or None when absent;
+        `waveform_augment` (ours: BatchWaveformAugmentation options, no `_target_`) -> speed / shift /
+        noise on the padded batch before the features, seeded by its `seed` and the global step."""
         self.spec_augmentation = self.build("spec_augment") if self.cfg.get("spec_augment") else None
+        options = self.cfg.get("waveform_augment")
+        self.waveform_augmentation = (
+            BatchWaveformAugmentation(**OmegaConf.to_container(options)) if options else None
+        )
 
     def augment(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.training and self.spec_augmentation is not None:
@@ -321,11 +332,32 @@ class QuartzNetModel(pl.LightningModule):
     def from_checkpoint_data(
         cls, config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], source: str | os.PathLike, strict: bool = True
     ) -> QuartzNetModel:
-        """The model `config` describes, with `state_dict` loaded (`source` names the file in errors)."""
-        model = cls(config)
+        """The model `config` describes, with `state_dict` loaded (`source` names the file in errors).
+
+        Refused, with a CheckpointError naming `source`: a config the model cannot be built from, a weight
+        whose shape differs from the model's (the first such key, both shapes), a weight holding NaN or
+        Inf (the first such tensor), and, when `strict`, missing or unexpected keys."""
+        try:
+            model = cls(config)
+        except (ValueError, TypeError, KeyError, OmegaConfBaseException) as error:
+            raise CheckpointError(f"{source}: {' '.join(str(error).split())}") from error
+        expected = model.state_dict()
+        for key, tensor in state_dict.items():
+            if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
+                raise CheckpointError(
+                    f"{source}: weight {key} has shape {tuple(tensor.shape)} but the model its config describes "
+                    f"needs {tuple(expected[key].shape)}; the weights do not belong to this config"
+                )
+        for key, tensor in state_dict.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise CheckpointError(
+                    f"{source}: weight {key} holds {bad} NaN/Inf values of {tensor.numel()}; the checkpoint is "
+                    "broken (did training diverge?); use an earlier checkpoint"
+                )
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
         if strict and (missing or unexpected):
-            raise ValueError(
+            raise CheckpointError(
                 f"{source}: weights do not fit the model its config describes: "
                 f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
@@ -341,7 +373,7 @@ class QuartzNetModel(pl.LightningModule):
         written_for = str(config.get("target", "")).rsplit(".", 1)[-1]
         expected = cls.nemo_target.rsplit(".", 1)[-1]
         if written_for and written_for != expected:
-            raise ValueError(
+            raise CheckpointError(
                 f"{restore_path}: holds a {written_for}, which {cls.__name__} cannot load "
                 f"(it loads {expected} checkpoints)"
             )

@@ -20,6 +20,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from quartznet.common.checkpoint import load_checkpoint
+from quartznet.common.errors import UserError
 from quartznet.data.datasets import AudioToCharDataset, AudioToLabelDataset, collate_asr, collate_labels
 from quartznet.models import ClassificationModel, CTCModel, QuartzNetModel
 from quartznet.tasks.evaluation import evaluate_asr, evaluate_classifier
@@ -91,5 +92,5 @@ def load_transcriber(path: str | os.PathLike) -> QuartzNetModel:
     model = load_model(path)
     task = task_of(model)
     if not task.transcribes:
-        raise ValueError(f"{path}: holds a {task.name} model; this needs a speech recognition (CTC) model")
+        raise UserError(f"{path}: holds a {task.name} model; this needs a speech recognition (CTC) model")
     return model

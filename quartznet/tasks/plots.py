@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,6 +15,24 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+
+def save_figure(figure, out: Path) -> Path:
+    """Save as PNG under a temporary name beside `out`, then rename it onto `out`: an interrupted run
+    never leaves half a picture, and the old one stays until the new one is complete."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(descriptor)
+    try:
+        figure.savefig(temporary, dpi=110, format="png")
+        os.replace(temporary, out)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(figure)
+    return out
 
 
 def read_metrics_csv(path: Path) -> dict[str, list[tuple[float, float]]]:
@@ -51,9 +71,7 @@ def plot_training_curves(metrics_csv: Path, out: Path) -> Path | None:
         if axis.get_legend_handles_labels()[0]:
             axis.legend()
     figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return Path(out)
+    return save_figure(figure, out)
 
 
 def plot_asr_summary(results: Mapping[str, Mapping[str, float]], out: Path) -> Path:
@@ -71,9 +89,7 @@ def plot_asr_summary(results: Mapping[str, Mapping[str, float]], out: Path) -> P
     axis.set(ylabel="% of reference words", title="word errors", ylim=(0, max(bottom + [1.0]) * 1.35))
     axis.legend()
     figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return Path(out)
+    return save_figure(figure, out)
 
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], out: Path) -> Path:
@@ -96,6 +112,4 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str]
                               color="white" if normalised[i][j] > 0.5 else "black")
     figure.colorbar(image, fraction=0.046, pad=0.04)
     figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return Path(out)
+    return save_figure(figure, out)

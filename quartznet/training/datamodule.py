@@ -1,7 +1,9 @@
 """The Lightning data module behind every `conf/data/*.yaml`: manifests (or shards) -> batches.
 
 Training batches come from `DurationBucketSampler` (similar durations per batch, DDP-aware, resumable
-mid-epoch through the module's `state_dict`). Evaluation sets are split across DDP ranks without
+mid-epoch through the module's `state_dict`). Waveform augmentation of item i in epoch e is seeded with
+(seed, e, i) whatever the DataLoader worker (quartznet.data.augment), so a resumed run augments the
+remaining items exactly as the uninterrupted run would. Evaluation sets are split across DDP ranks without
 repeats, so corpus-level metrics count every utterance exactly once.
 """
 
@@ -16,9 +18,11 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
-from quartznet.data.augment import WaveformAugmentation
+from quartznet.data.augment import SeededItems, WaveformAugmentation
 from quartznet.data.manifest import manifest_paths
-from quartznet.data.sampler import DurationBucketSampler, distributed_rank_and_world, evaluation_batches
+from quartznet.data.sampler import (
+    DurationBucketSampler, EpochKeyedBatches, distributed_rank_and_world, evaluation_batches,
+)
 from quartznet.data.shards import ShardDataset
 from quartznet.tasks import task_named
 
@@ -124,8 +128,14 @@ class SpeechDataModule(pl.LightningDataModule):
         if self._resume_state is not None:
             self.train_sampler.load_state_dict(self._resume_state)
             self._resume_state = None
+        batches = self.train_sampler
+        augmentation = getattr(dataset, "waveform_transform", None)
+        if isinstance(augmentation, WaveformAugmentation):
+            # Items are read as (epoch, index) and augmented from their own seed (seed, epoch, index),
+            # never from a worker's global RNG, whose state depends on what that worker loaded before.
+            dataset, batches = SeededItems(dataset, augmentation, self.seed), EpochKeyedBatches(self.train_sampler)
         return DataLoader(
-            dataset, batch_sampler=self.train_sampler, num_workers=self.num_workers, collate_fn=self.collate,
+            dataset, batch_sampler=batches, num_workers=self.num_workers, collate_fn=self.collate,
             pin_memory=self.pin_memory, persistent_workers=False,
         )
 

@@ -14,11 +14,61 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from quartznet.common.checkpoint import load_checkpoint
+from quartznet.common.errors import UserError, config_fraction, config_int
+from quartznet.common.outputs import check_writable
+from quartznet.data.manifest import check_manifest_files
 from quartznet.models import QuartzNetModel
 from quartznet.tasks import TASKS, task_of
 from quartznet.training.callbacks import SkippedItemsReport
+from quartznet.training.rng import StepSeeding
 
 log = logging.getLogger(__name__)
+
+
+def _manifest_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else [value]
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check the values train.py depends on before any work (model, data, trainer): numbers and their
+    ranges, the manifests (present, not empty), resume and init_from files, writable outputs. A
+    UserError names the key and what to do."""
+    select = lambda key: OmegaConf.select(cfg, key, default=None)  # noqa: E731
+    config_int(select("seed"), "seed", allow_none=True)
+    config_int(select("data.batch_size"), "data.batch_size", minimum=1)
+    config_int(select("data.eval_batch_size"), "data.eval_batch_size", minimum=1, allow_none=True)
+    config_int(select("data.num_workers"), "data.num_workers", minimum=0, allow_none=True)
+    config_int(select("trainer.max_epochs"), "trainer.max_epochs", minimum=-1, allow_none=True)
+    config_int(select("trainer.max_steps"), "trainer.max_steps", minimum=-1, allow_none=True)
+    if select("max_skipped_fraction") is not None:
+        config_fraction(select("max_skipped_fraction"), "max_skipped_fraction")
+    if not select("data.train_shards"):
+        if not select("data.train_manifest"):
+            raise UserError("data.train_manifest is not set; give the training manifest (or data.train_shards)")
+        check_manifest_files(select("data.train_manifest"), "data.train_manifest")
+    validation = _manifest_list(select("data.validation_manifests"))
+    for manifests in validation:
+        check_manifest_files(manifests, "data.validation_manifests")
+    if cfg.get("test_after_training"):
+        for manifests in _manifest_list(select("data.test_manifests")):
+            check_manifest_files(manifests, "data.test_manifests")
+    monitor = select("callbacks.model_checkpoint.monitor")
+    if monitor and not validation:
+        raise UserError(f"data.validation_manifests is empty, but checkpoints are chosen on {monitor!r} "
+                        "(callbacks.model_checkpoint.monitor); give a validation manifest or set "
+                        "callbacks.model_checkpoint.monitor=null")
+    resume = select("resume")
+    if resume and resume != "last" and not Path(str(resume)).is_file():
+        raise UserError(f"resume={resume}: no such checkpoint; give a .ckpt path or resume=last")
+    init = select("init_from")
+    if init and not Path(str(init.get("path") or "")).is_file():
+        raise UserError(f"init_from.path={init.get('path')}: no such file; give a .nemo or .ckpt to start from")
+    run_dir = Path(str(cfg.paths.run_dir))
+    check_writable(run_dir / "results.json")
+    if cfg.get("save_nemo"):
+        check_writable(cfg.save_nemo)
 
 
 def model_class(model_cfg: DictConfig) -> type[QuartzNetModel]:
@@ -115,7 +165,9 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
     """cfg.trainer with cfg.callbacks and cfg.logger, plus the callbacks every run needs."""
-    callbacks = [*instantiate_all(cfg.get("callbacks")), SkippedItemsReport()]
+    fraction = cfg.get("max_skipped_fraction")
+    skipped = SkippedItemsReport(max_skipped_fraction=1.0 if fraction is None else float(fraction))
+    callbacks = [*instantiate_all(cfg.get("callbacks")), skipped, StepSeeding(cfg.get("seed"))]
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")) or False)
 
 

@@ -1,0 +1,298 @@
+"""train.py and evaluate.py under bad input: one `error: ...` line naming the key or file, exit 1, no
+traceback, nothing good overwritten; data they cannot use is reported, never silently scored or trained on.
+
+The Hydra mains run in this process (`sys.argv` set as the command line would; `SystemExit` is the exit
+status): importing torch and Lightning takes 10-40 s per process on a busy 2-core machine, which ~30
+subprocesses cannot afford. One test (marked slow) runs both scripts as real subprocesses, in
+parallel, to check what a shell sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from conftest import ROOT, tiny_ctc_config
+from quartznet.models import CTCModel
+
+RATE = 16000
+
+
+def tone(seconds: float, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(int(seconds * RATE))).astype(np.float32)
+
+
+def manifest(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad_inputs")
+    audio = root / "audio"
+    audio.mkdir()
+    good = []
+    for i, text in enumerate(["a b", "ab ba", "abba", "b a"]):
+        soundfile.write(audio / f"good{i}.wav", tone(0.5, seed=i), RATE)
+        good.append({"audio_filepath": str(audio / f"good{i}.wav"), "duration": 0.5, "text": text})
+    bad = []
+    for i in range(4):
+        (audio / f"garbage{i}.wav").write_bytes(np.random.default_rng(i).bytes(3000))
+        bad.append({"audio_filepath": str(audio / f"garbage{i}.wav"), "duration": 0.5, "text": "a b"})
+    soundfile.write(audio / "long.wav", tone(1.5, seed=9), RATE)
+    paths = {
+        "root": root,
+        "good": manifest(root / "good.json", good),
+        "empty": manifest(root / "empty.json", []),
+        "corrupt": manifest(root / "corrupt.json", bad),
+        "mostly_bad": manifest(root / "mostly_bad.json", good[:1] + bad[:3]),
+        "one_bad": manifest(root / "one_bad.json", good[:3] + bad[:1]),
+        "unknown_chars": manifest(root / "unknown_chars.json", [dict(row, text="123 ?!") for row in good]),
+        # long.wav is 1.5 s but its row says 0.5 s (no offset); good0 appears twice.
+        "mismatch": manifest(root / "mismatch.json", [
+            {"audio_filepath": str(audio / "long.wav"), "duration": 0.5, "text": "a"}, good[0], good[0]]),
+    }
+    torch.manual_seed(0)
+    model = CTCModel(tiny_ctc_config())
+    paths["model"] = model.save_to(root / "model.nemo")
+    with torch.no_grad():
+        model.decoder.decoder_layers[0].bias[:2] = torch.tensor([3e38, -3e38])  # finite weights, -inf log-probs
+    paths["nan_model"] = model.save_to(root / "nan.nemo")
+    return paths
+
+
+def run_main(script: str, overrides: list[str], capfd) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `python <script>.py <overrides>`, run in this process."""
+    argv = sys.argv
+    sys.argv = [str(ROOT / f"{script}.py"), *overrides]
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")  # as `python <script>.py`: Hydra finds conf/ beside it
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        sys.argv = argv
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def assert_user_error(code: int, err: str, *names: str) -> None:
+    assert code == 1, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    line = [row for row in err.splitlines() if row.startswith("error: ")]
+    assert len(line) == 1, err[-3000:]
+    for name in names:
+        assert name in line[0], (name, line[0])
+
+
+# --- evaluate.py ----------------------------------------------------------------------------------
+
+
+def evaluate_args(data, out: Path, **overrides) -> list[str]:
+    args = {"checkpoint": data["model"], "manifest": data["good"], "output_dir": out, "num_workers": 0,
+            "batch_size": 2} | overrides
+    return [f"{key}={value}" for key, value in args.items() if value is not ...]
+
+
+@pytest.mark.parametrize("overrides, names", [
+    ({"batch_size": "abc"}, ["batch_size='abc'"]),
+    ({"batch_size": 0}, ["batch_size=0"]),
+    ({"num_workers": -1}, ["num_workers=-1"]),
+    ({"max_skipped_fraction": 2}, ["max_skipped_fraction=2"]),
+    ({"device": "tpu"}, ["device='tpu'"]),
+    ({"decoding.strategy": "best"}, ["decoding.strategy='best'"]),
+    ({"checkpoint": "missing.nemo"}, ["checkpoint=missing.nemo", "no such file"]),
+    ({"manifest": "nowhere/missing.json"}, ["missing.json", "does not exist"]),
+    ({"manifest": "EMPTY"}, ["empty.json", "empty"]),
+    ({"split": "test-clean"}, ["exactly one of manifest"]),
+    ({"manifest": ...}, ["exactly one of manifest"]),
+    ({"manifest": ..., "split": "train-clean-100"}, ["split='train-clean-100'"]),
+])
+def test_evaluate_rejects_bad_config_before_loading_the_model(data, tmp_path, capfd, overrides, names):
+    if overrides.get("manifest") == "EMPTY":
+        overrides["manifest"] = data["empty"]
+    code, _, err = run_main("evaluate", evaluate_args(data, tmp_path / "eval", **overrides), capfd)
+    assert_user_error(code, err, *names)
+    assert not (tmp_path / "eval" / "results.json").exists()
+
+
+def test_unwritable_predictions_fail_before_any_work(data, tmp_path, capfd):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code, out, err = run_main("evaluate", evaluate_args(data, tmp_path / "eval", predictions=blocker / "p.json"), capfd)
+    assert_user_error(code, err, str(blocker / "p.json"), "cannot write")
+    assert "evaluating" not in err and "WER" not in out
+
+
+def test_evaluate_scores_and_streams_predictions(data, tmp_path, capfd):
+    code, out, err = run_main("evaluate", evaluate_args(data, tmp_path / "eval"), capfd)
+    assert code == 0, err[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.json").read_text().splitlines()]
+    assert [Path(row["audio_filepath"]).name for row in rows] == [f"good{i}.wav" for i in range(4)]  # manifest order
+    assert not list((tmp_path / "eval").glob("*.partial")) and not list((tmp_path / "eval").glob(".*.tmp"))
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["utterances"] == 4 and results["skipped"] == {"count": 0, "by_reason": {}}
+    assert (tmp_path / "eval" / "evaluation_summary.png").stat().st_size > 1000
+
+
+def test_nothing_scored_is_an_error_and_keeps_the_old_results(data, tmp_path, capfd):
+    out_dir = tmp_path / "eval"
+    out_dir.mkdir()
+    (out_dir / "predictions.json").write_text("old predictions\n")
+    code, out, err = run_main("evaluate", evaluate_args(data, out_dir, manifest=data["corrupt"], max_skipped_fraction=1.0), capfd)
+    assert_user_error(code, err, "no utterance could be scored", "4 items skipped", "unreadable audio")
+    assert "WER" not in out and not (out_dir / "results.json").exists()
+    assert (out_dir / "predictions.json").read_text() == "old predictions\n"
+
+
+def test_too_many_skipped_stops_with_a_summary(data, tmp_path, capfd):
+    code, _, err = run_main("evaluate", evaluate_args(data, tmp_path / "eval", manifest=data["mostly_bad"]), capfd)
+    assert_user_error(code, err, "max_skipped_fraction=0.5", "unreadable audio", "garbage")
+    assert not (tmp_path / "eval" / "results.json").exists()
+
+
+def test_a_few_skipped_are_reported_and_counted_in_results(data, tmp_path, capfd):
+    code, out, err = run_main("evaluate", evaluate_args(data, tmp_path / "eval", manifest=data["one_bad"]), capfd)
+    assert code == 0, err[-3000:]
+    assert "(+1 skipped)" in out and "1 x unreadable audio" in out
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["utterances"] == 3
+    assert results["skipped"] == {"count": 1, "by_reason": {"unreadable audio": 1}}
+
+
+def test_duration_mismatch_and_duplicates_are_warned_and_the_whole_file_scored(data, tmp_path, capfd):
+    code, out, err = run_main("evaluate", evaluate_args(data, tmp_path / "eval", manifest=data["mismatch"]), capfd)
+    assert code == 0, err[-3000:]
+    logged = out + err  # Hydra's console log handler writes to stdout
+    assert "long.wav: manifest 0.50 s, file 1.50 s" in logged
+    assert "1 rows repeat an earlier row" in logged and "kept and each is used" in logged
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.json").read_text().splitlines()]
+    assert len(rows) == 3 and rows[0]["duration"] == pytest.approx(1.5)  # duration is a hint: whole file
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["manifest_warnings"] == {"duration_mismatches": 1, "duplicate_rows": 1}
+
+
+def test_non_finite_model_output_names_the_first_utterance(data, tmp_path, capfd):
+    code, _, err = run_main("evaluate", evaluate_args(data, tmp_path / "eval", checkpoint=data["nan_model"]), capfd)
+    assert_user_error(code, err, "good", ".wav", "not finite")
+    assert not (tmp_path / "eval" / "results.json").exists()
+
+
+def test_ctrl_c_keeps_finished_predictions_in_partial(data, tmp_path, capfd, monkeypatch):
+    from quartznet.common.outputs import JsonLinesOutput
+
+    out_dir = tmp_path / "eval"
+    out_dir.mkdir()
+    (out_dir / "predictions.json").write_text("old predictions\n")
+    write = JsonLinesOutput.write
+
+    def write_then_interrupt(self, row):  # Ctrl-C arrives after the second finished row
+        write(self, row)
+        if self.rows == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(JsonLinesOutput, "write", write_then_interrupt)
+    code, _, err = run_main("evaluate", evaluate_args(data, out_dir, batch_size=1), capfd)
+    assert code == 130 and "Traceback" not in err
+    assert "predictions.json.partial" in err
+    assert len((out_dir / "predictions.json.partial").read_text().splitlines()) == 2
+    assert (out_dir / "predictions.json").read_text() == "old predictions\n"
+    assert not (out_dir / "results.json").exists()
+
+
+# --- train.py -------------------------------------------------------------------------------------
+
+
+def train_args(data, run_dir: Path, train=None, validation=None, **overrides) -> list[str]:
+    args = {
+        "paths.run_dir": run_dir, "data.train_manifest": train or data["good"],
+        "data.validation_manifests": f"[{validation or data['good']}]", "data.test_manifests": "[]",
+        "data.num_workers": 0, "data.batch_size": 2, "data.num_buckets": 1, "trainer.max_epochs": 1,
+        "+trainer.limit_train_batches": 2, "trainer.log_every_n_steps": 1, "callbacks.rich_progress_bar": "null",
+        "logger.tensorboard": "null", "plots": "false",
+    } | overrides
+    return [f"{key}={value}" for key, value in args.items()]
+
+
+@pytest.mark.parametrize("overrides, names", [
+    ({"data.batch_size": "abc"}, ["data.batch_size='abc'"]),
+    ({"data.batch_size": 0}, ["data.batch_size=0"]),
+    ({"trainer.max_epochs": "abc"}, ["trainer.max_epochs='abc'"]),
+    ({"data.num_workers": -2}, ["data.num_workers=-2"]),
+    ({"max_skipped_fraction": -0.1}, ["max_skipped_fraction=-0.1"]),
+    ({"data.train_manifest": "nowhere/train.json"}, ["data.train_manifest", "train.json", "does not exist"]),
+    ({"data.train_manifest": "EMPTY"}, ["data.train_manifest", "empty.json", "empty"]),
+    ({"data.validation_manifests": "[]"}, ["data.validation_manifests is empty", "val_wer"]),
+    ({"resume": "nowhere/last.ckpt"}, ["resume=nowhere/last.ckpt"]),
+])
+def test_train_rejects_bad_config_before_building_anything(data, tmp_path, capfd, overrides, names):
+    if overrides.get("data.train_manifest") == "EMPTY":
+        overrides["data.train_manifest"] = data["empty"]
+    code, _, err = run_main("train", train_args(data, tmp_path / "run", **overrides), capfd)
+    assert_user_error(code, err, *names)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("manifest, names", [
+    ("corrupt", ["no usable training item", "unreadable audio"]),
+    ("unknown_chars", ["no usable training item", "transcripts", "empty"]),
+    ("mostly_bad", ["max_skipped_fraction=0.5", "unreadable audio"]),
+])
+def test_training_on_unusable_data_stops_without_writing_a_model(data, tmp_path, capfd, manifest, names):
+    code, _, err = run_main("train", train_args(data, tmp_path / "run", train=data[manifest],
+                                                 **{"+trainer.limit_train_batches": 4}), capfd)
+    assert_user_error(code, err, *names)
+    assert not (tmp_path / "run" / "model.nemo").exists() and not (tmp_path / "run" / "results.json").exists()
+    assert not list((tmp_path / "run").glob("checkpoints/*.ckpt"))
+
+
+def test_unusable_validation_is_a_clear_error_not_lightnings(data, tmp_path, capfd):
+    code, _, err = run_main("train", train_args(data, tmp_path / "run", validation=data["corrupt"]), capfd)
+    assert_user_error(code, err, "no `val_wer`", "data.validation_manifests", "unreadable audio")
+    assert "MisconfigurationException" not in err
+    assert not (tmp_path / "run" / "model.nemo").exists()
+
+
+def test_resumed_run_appends_to_metrics_csv(data, tmp_path, capfd):
+    run_dir = tmp_path / "run"
+    code, _, err = run_main("train", train_args(data, run_dir), capfd)
+    assert code == 0, err[-3000:]
+    metrics = run_dir / "csv" / "metrics.csv"
+    first = metrics.read_text().splitlines()
+    assert len(first) > 1 and json.loads((run_dir / "results.json").read_text()) == {}
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "model.nemo").is_file()
+    code, _, err = run_main("train", train_args(data, run_dir, resume="last", **{"trainer.max_epochs": 2}), capfd)
+    assert code == 0, err[-3000:]
+    second = metrics.read_text().splitlines()
+    header, rows = second[0].split(","), [dict(zip(second[0].split(","), line.split(","))) for line in second[1:]]
+    assert {row["epoch"] for row in rows} == {"0", "1"}, second  # the first run's rows are still there
+    assert len(rows) > len(first) - 1 and "val_wer" in header
+
+
+# --- as a shell sees them ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # two fresh interpreters importing torch + Lightning: 10-100 s on a busy 2-core machine
+def test_scripts_as_subprocesses_print_one_line_and_exit_1(data, tmp_path):
+    """The real processes, both at once: exit status 1, one `error:` line, no traceback."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    commands = [
+        [sys.executable, "evaluate.py", *evaluate_args(data, tmp_path / "eval", manifest=data["empty"])],
+        [sys.executable, "train.py", *train_args(data, tmp_path / "run", **{"data.batch_size": "abc"})],
+    ]
+    processes = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for command in commands]
+    results = [process.communicate(timeout=240) for process in processes]
+    for process, (_, err), name in zip(processes, results, ["empty.json", "data.batch_size"]):
+        assert process.returncode == 1, err[-3000:]
+        assert "Traceback" not in err and err.count("error: ") == 1 and name in err, err[-3000:]
