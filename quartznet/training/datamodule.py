@@ -111,8 +111,7 @@ class SpeechDataModule(pl.LightningDataModule):
             num_workers=self.num_workers, min_duration=self.min_duration, max_duration=self.max_duration,
             waveform_transform=self.waveform_transform(), **options,
         )
-        return DataLoader(self.train_shard_dataset, batch_size=None, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory)
+        return self.train_shard_dataset.loader(pin_memory=self.pin_memory)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_shards:
