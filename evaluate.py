@@ -21,7 +21,13 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from quartznet.common.errors import UserError, config_fraction, config_int, hydra_debug, user_errors
+from quartznet.common.errors import (
+    UserError,
+    config_fraction,
+    config_int,
+    hydra_debug,
+    user_errors,
+)
 from quartznet.common.outputs import JsonLinesOutput, atomic_write_json, check_writable
 from quartznet.data.manifest import check_manifest_files, write_manifest
 from quartznet.decoding import BeamSearchDecoder

@@ -26,7 +26,13 @@ from quartznet.common.errors import hydra_debug, user_errors
 from quartznet.common.outputs import atomic_write_json, atomic_write_text
 from quartznet.tasks import task_of
 from quartznet.tasks.plots import plot_training_curves
-from quartznet.training.setup import build_model, build_trainer, load_best_weights, resume_path, validate_config
+from quartznet.training.setup import (
+    build_model,
+    build_trainer,
+    load_best_weights,
+    resume_path,
+    validate_config,
+)
 
 log = logging.getLogger("train")
 

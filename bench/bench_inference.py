@@ -18,26 +18,27 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import onnxruntime as ort
 import torch
+from bench_model import (  # bench/ is the script's folder
+    CONFIG,
+    SAMPLE_RATE,
+    median_seconds,
+)
 from omegaconf import OmegaConf
 
+from quartznet.common.metrics import ErrorCounts, utterance_errors
 from quartznet.data.datasets import AudioToCharDataset, Skipped, collate_asr
-from quartznet.tasks.evaluation import evaluate_asr
 from quartznet.export import export_onnx
+from quartznet.models import CTCModel
 from quartznet.network.fold import fold_batchnorm
 from quartznet.network.heads import ctc_greedy_decode
-from quartznet.common.metrics import ErrorCounts, utterance_errors
-from quartznet.models import CTCModel
 from quartznet.tasks import load_transcriber
-
-from bench_model import CONFIG, SAMPLE_RATE, median_seconds  # bench/ is the script's folder
+from quartznet.tasks.evaluation import evaluate_asr
 
 Runner = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 

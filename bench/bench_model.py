@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from quartznet.network.heads import ctc_loss
 from quartznet.models import CTCModel
+from quartznet.network.heads import ctc_loss
 from quartznet.optim.novograd import NovoGrad
 
 SAMPLE_RATE = 16000

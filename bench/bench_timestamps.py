@@ -17,7 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.synthetic import CORPUS_FILE, SAMPLE_RATE, espeak_version, finish, plan_asr, synthesise
+from data_prep.synthetic import (
+    CORPUS_FILE,
+    SAMPLE_RATE,
+    espeak_version,
+    finish,
+    plan_asr,
+    synthesise,
+)
 from quartznet.tasks import load_model
 from quartznet.transcribe import transcribe
 

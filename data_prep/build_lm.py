@@ -42,7 +42,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from data_prep.common import PrepError, run_main
+from data_prep.common import PrepError, parse_args_with_debug, prep_errors, run_main
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 WORD_SEPARATOR = "|"  # the token flashlight expects between words (see quartznet.decoding)
@@ -194,16 +194,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--order", type=int, default=3, help="n of the n-grams (default 3; KenLM, hence the decoder, needs 2 or more)")
     parser.add_argument("--unit", choices=("word", "char"), default="word",
                         help="word: for lexicon decoding; char: for lexicon-free decoding (default word)")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    args = parser.parse_args(argv)
-    from data_prep.common import PrepError
-    from quartznet.common.errors import user_errors
-    from quartznet.data.audio import AudioError
-
-    # As a program (argv None, through run_main) every expected failure is one `error:` line; called
-    # with explicit arguments (tests, other scripts), PrepError and AudioError reach the caller as they are.
-    with user_errors(args.debug, interrupted="interrupted; rerun the same command to resume where it stopped",
-                     also=(PrepError, AudioError) if argv is None else ()):
+    args = parse_args_with_debug(parser, argv)
+    with prep_errors(args.debug, as_program=argv is None):
         path = build_lm(args.corpus, args.out, args.order, args.unit)
         print(f"wrote {path}")
 

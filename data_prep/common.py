@@ -8,6 +8,8 @@ that was extracted in full leaves a marker so a rerun skips it.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import hashlib
 import http.client
 import os
@@ -18,13 +20,14 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from tqdm import tqdm
 
 from quartznet.common.checkpoint import UnsafeArchiveError, checked_member_path
+from quartznet.common.errors import user_errors
 from quartznet.data.audio import AudioError
 from quartznet.data.manifest import ManifestError, write_manifest
 
@@ -251,13 +254,26 @@ def save_manifest(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) ->
 # --------------------------------------------------------------------------------------------- CLI
 
 
+RESUME_HINT = "interrupted; rerun the same command to resume where it stopped"
+
+
+def parse_args_with_debug(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """`parser`'s arguments plus `--debug` (show the full traceback of an error)."""
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def prep_errors(debug: bool, as_program: bool) -> Iterator[None]:
+    """The error path of every data_prep program (quartznet.common.errors.user_errors): one `error:` line
+    and exit 1, Ctrl-C says how to resume. As a program, this project's expected failures (PrepError,
+    unsafe archives, unreadable audio, bad manifests) are user errors too; called with explicit
+    arguments (tests, other scripts), they reach the caller as they are."""
+    also = (PrepError, UnsafeArchiveError, AudioError, ManifestError) if as_program else ()
+    with user_errors(debug, interrupted=RESUME_HINT, also=also):
+        yield
+
+
 def run_main(main: Callable[[Sequence[str] | None], Any]) -> None:
-    """Run a script's `main`, turning expected failures into one clear line and a non-zero exit."""
-    try:
-        main(None)
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
-        sys.exit(130)
-    except (PrepError, UnsafeArchiveError, AudioError, ManifestError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    """Run a script's `main` as a program: its return value (if any) is the exit code."""
+    sys.exit(main(None) or 0)

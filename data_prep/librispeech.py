@@ -28,6 +28,8 @@ from data_prep.common import (
     download,
     extract_tar,
     extraction_marker,
+    parse_args_with_debug,
+    prep_errors,
     progress,
     run_main,
     save_manifest,
@@ -193,16 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    args = parser.parse_args(argv)
-    from data_prep.common import PrepError
-    from quartznet.common.errors import user_errors
-    from quartznet.data.audio import AudioError
-
-    # As a program (argv None, through run_main) every expected failure is one `error:` line; called
-    # with explicit arguments (tests, other scripts), PrepError and AudioError reach the caller as they are.
-    with user_errors(args.debug, interrupted="interrupted; rerun the same command to resume where it stopped",
-                     also=(PrepError, AudioError) if argv is None else ()):
+    args = parse_args_with_debug(parser, argv)
+    with prep_errors(args.debug, as_program=argv is None):
         args.out.mkdir(parents=True, exist_ok=True)
         if args.extracted is not None:
             convert_all(args.extracted, args.out, args.splits, args.force, args.jobs)

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from quartznet.data.manifest import ManifestError
+from data_prep.common import parse_args_with_debug, prep_errors
 from quartznet.data.shards import INDEX_NAME, write_shards
 
 
@@ -48,15 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    args = parser.parse_args(argv)
+    args = parse_args_with_debug(parser, argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    from quartznet.common.errors import user_errors
-    from quartznet.data.audio import AudioError
-
     try:  # one error path: an `error:` line and the exit code, returned (sys.exit(main()) below)
-        with user_errors(args.debug, interrupted="interrupted; rerun the same command to resume where it stopped",
-                         also=(AudioError, ManifestError)):
+        with prep_errors(args.debug, as_program=True):
             index = write_shards(
                 args.manifest, args.out, field=args.field, shard_size=args.shard_size, num_buckets=args.num_buckets,
                 shuffle=not args.no_shuffle, seed=args.seed, min_duration=args.min_duration,

@@ -56,7 +56,13 @@ import torch
 import torchaudio
 
 from data_prep import librispeech, speech_commands
-from data_prep.common import PrepError, progress, run_main
+from data_prep.common import (
+    PrepError,
+    parse_args_with_debug,
+    prep_errors,
+    progress,
+    run_main,
+)
 
 SAMPLE_RATE = 16000
 ESPEAK_RATE = 22050
@@ -756,16 +762,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    args = parser.parse_args(argv)
-    from data_prep.common import PrepError
-    from quartznet.common.errors import user_errors
-    from quartznet.data.audio import AudioError
-
-    # As a program (argv None, through run_main) every expected failure is one `error:` line; called
-    # with explicit arguments (tests, other scripts), PrepError and AudioError reach the caller as they are.
-    with user_errors(args.debug, interrupted="interrupted; rerun the same command to resume where it stopped",
-                     also=(PrepError, AudioError) if argv is None else ()):
+    args = parse_args_with_debug(parser, argv)
+    with prep_errors(args.debug, as_program=argv is None):
         if args.corpus == "asr":
             generate_asr(
                 args.out,

@@ -24,7 +24,6 @@ import argparse
 import itertools
 import json
 import logging
-import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,13 +31,13 @@ from pathlib import Path
 
 import torch
 
-from quartznet.tasks.evaluation import asr_dataset, utterance_outputs
+from quartznet.common.errors import UserError, user_errors
 from quartznet.common.metrics import ErrorCounts, utterance_errors
-from quartznet.network.heads import LABELS
 from quartznet.data.datasets import collate_asr
 from quartznet.models import CTCModel
+from quartznet.network.heads import LABELS
 from quartznet.tasks import load_transcriber
-from quartznet.common.errors import UserError, user_errors
+from quartznet.tasks.evaluation import asr_dataset, utterance_outputs
 
 log = logging.getLogger(__name__)
 

@@ -231,7 +231,9 @@ def main(argv: list[str] | None = None) -> None:
         # Before loading anything: the folder must take new files (created if its parent exists).
         check_writable(args.out_dir / f"{args.model.stem}.{variants[0]}.onnx")
 
-        from quartznet.tasks import load_transcriber  # pulls in Lightning; only the CLI needs it
+        from quartznet.tasks import (
+            load_transcriber,  # pulls in Lightning; only the CLI needs it
+        )
 
         model = load_transcriber(args.model)
         for variant in variants:

@@ -374,7 +374,9 @@ def _run(args: argparse.Namespace, state: dict[str, Any]) -> int:
     if args.output:
         check_writable(args.output)
 
-    from quartznet.tasks import load_transcriber  # here, so `--help` does not pay for importing Lightning
+    from quartznet.tasks import (
+        load_transcriber,  # here, so `--help` does not pay for importing Lightning
+    )
 
     model = load_transcriber(args.model).to(device)
     decode = None

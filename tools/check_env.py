@@ -48,9 +48,9 @@ def check_torch() -> str:
 
 
 def check_torchaudio() -> str:
+    import torch
     import torchaudio
     import torchaudio.functional as F
-    import torch
 
     # forced_align runs in torchaudio's compiled extension (libtorchaudio); a torch/torchaudio ABI
     # mismatch fails here with "undefined symbol", not at `import torchaudio`.
@@ -75,8 +75,8 @@ def check_soundfile() -> str:
 
 
 def check_flashlight() -> str:
-    from torchaudio.models.decoder import ctc_decoder  # noqa: F401  (needs flashlight-text)
     from flashlight.lib.text.decoder import LexiconFreeDecoder  # noqa: F401
+    from torchaudio.models.decoder import ctc_decoder  # noqa: F401  (needs flashlight-text)
 
     return f"flashlight-text {_installed('flashlight-text')}"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import gzip
 import io
-import re
 import os
+import re
 import tarfile
 import tempfile
 import time

@@ -22,15 +22,22 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from quartznet.common.checkpoint import (
+    CKPT_CONFIG_KEY,
+    CheckpointError,
+    load_checkpoint,
+    save_nemo,
+)
+from quartznet.network.encoder import ConvASREncoder, nemo_encoder_section
+from quartznet.network.features import (
+    AudioToMelSpectrogramPreprocessor,
+    AudioToMFCCPreprocessor,
+)
+from quartznet.network.heads import ConvASRDecoder, ConvASRDecoderClassification
 from quartznet.network.spec_augment import SpectrogramAugmentation
 from quartznet.network.wave_augment import BatchWaveformAugmentation, step_generator
-from quartznet.common.checkpoint import CKPT_CONFIG_KEY, CheckpointError, load_checkpoint, save_nemo
-from quartznet.network.encoder import ConvASREncoder, nemo_encoder_section
-from quartznet.network.features import AudioToMelSpectrogramPreprocessor, AudioToMFCCPreprocessor
-from quartznet.network.heads import ConvASRDecoder, ConvASRDecoderClassification
 from quartznet.optim.novograd import NovoGrad
 from quartznet.optim.schedulers import build_scheduler
-
 
 NEMO_MODULES_PATH = "nemo.collections.asr.modules"
 MODULES: dict[str, type[nn.Module]] = {

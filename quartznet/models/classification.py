@@ -10,8 +10,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from quartznet.network.features import crop_or_pad_frames
 from quartznet.models.base import QuartzNetModel, full_lengths
+from quartznet.network.features import crop_or_pad_frames
 
 
 class ClassificationModel(QuartzNetModel):

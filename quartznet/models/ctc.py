@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from quartznet.network.heads import ctc_greedy_decode, ctc_loss
 from quartznet.common.metrics import ErrorCounts, corpus_errors
 from quartznet.models.base import QuartzNetModel
+from quartznet.network.heads import ctc_greedy_decode, ctc_loss
 
 
 class CTCModel(QuartzNetModel):

@@ -14,7 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from quartznet.network.blocks import JasperBlock, MaskedConv1d, to_frames_layout, valid_mask
+from quartznet.network.blocks import (
+    JasperBlock,
+    MaskedConv1d,
+    to_frames_layout,
+    valid_mask,
+)
 
 # NeMo block keys accepted only at the value QuartzNet/MatchboxNet use.
 FIXED_BLOCK_KEYS = {

@@ -7,8 +7,6 @@ mask (NeMo's SpecCutout crashes there). Waveform augmentation is the data's: qua
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 

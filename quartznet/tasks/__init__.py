@@ -21,7 +21,12 @@ from torch.utils.data import Dataset
 
 from quartznet.common.checkpoint import load_checkpoint
 from quartznet.common.errors import UserError
-from quartznet.data.datasets import AudioToCharDataset, AudioToLabelDataset, collate_asr, collate_labels
+from quartznet.data.datasets import (
+    AudioToCharDataset,
+    AudioToLabelDataset,
+    collate_asr,
+    collate_labels,
+)
 from quartznet.models import ClassificationModel, CTCModel, QuartzNetModel
 from quartznet.tasks.evaluation import evaluate_asr, evaluate_classifier
 

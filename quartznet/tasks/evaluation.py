@@ -21,6 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from quartznet.common.errors import UserError
+from quartznet.common.metrics import ErrorCounts, utterance_errors
 from quartznet.data.datasets import (
     AudioToCharDataset,
     AudioToLabelDataset,
@@ -29,8 +31,6 @@ from quartznet.data.datasets import (
     collate_asr,
     collate_labels,
 )
-from quartznet.common.errors import UserError
-from quartznet.common.metrics import ErrorCounts, utterance_errors
 from quartznet.data.sampler import evaluation_batches
 from quartznet.models import ClassificationModel, CTCModel, QuartzNetModel
 from quartznet.tasks.plots import plot_asr_summary, plot_confusion_matrix

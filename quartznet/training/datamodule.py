@@ -14,14 +14,16 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
 from quartznet.data.augment import SeededItems, WaveformAugmentation
 from quartznet.data.manifest import manifest_paths
 from quartznet.data.sampler import (
-    DurationBucketSampler, EpochKeyedBatches, distributed_rank_and_world, evaluation_batches,
+    DurationBucketSampler,
+    EpochKeyedBatches,
+    distributed_rank_and_world,
+    evaluation_batches,
 )
 from quartznet.data.shards import ShardDataset
 from quartznet.tasks import task_named
