@@ -72,7 +72,7 @@ test: setup
 	$(PY) -m pytest -q
 
 # The main job on the embedded data: synthesise speech, train a small QuartzNet on CPU, score held-out
-# voices and sentences. ~20 minutes on 2 cores (docs/benchmarks.md).
+# voices and sentences. ~20 minutes on 2 AVX-512 cores, ~37 without AVX-512 (docs/benchmarks.md).
 demo: setup
 	@echo "==> [1/3] synthesising the speech corpus (espeak-ng) into $(DATA)/synthetic_asr"
 	$(PY) -m data_prep.synthetic asr --out $(DATA)/synthetic_asr

@@ -39,19 +39,36 @@ log = logging.getLogger("train")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> dict:
-    with user_errors(debug=hydra_debug()):
-        return train(cfg)
+    started: dict[str, pl.Trainer] = {}
+    with user_errors(debug=hydra_debug(), interrupted=lambda: interrupted_message(cfg, started.get("trainer"))):
+        return train(cfg, started)
 
 
-def train(cfg: DictConfig) -> dict:
+def interrupted_message(cfg: DictConfig, trainer: pl.Trainer | None) -> str:
+    """Where a Ctrl-C stopped training and how to continue from what was saved."""
+    if trainer is None:
+        return "interrupted before training started"
+    last = Path(cfg.paths.run_dir) / "checkpoints" / "last.ckpt"
+    where = f"interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}"
+    if not last.is_file():
+        return f"{where}; no checkpoint was written yet"
+    return f"{where}; continue from {last} with the same command plus paths.run_dir={cfg.paths.run_dir} resume=last"
+
+
+def train(cfg: DictConfig, started: dict[str, pl.Trainer]) -> dict:
     validate_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
     model = build_model(cfg)
     log.info("model: %s, %s parameters", type(model).__name__, f"{model.num_weights:,}")
     datamodule = hydra.utils.instantiate(cfg.data, labels=task_of(model).labels(model))
-    trainer = build_trainer(cfg)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
+    trainer = started["trainer"] = build_trainer(cfg)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
+    except SystemExit:
+        if trainer.interrupted:  # Lightning shuts down on Ctrl-C, then exits 1; ours says where and exits 130
+            raise KeyboardInterrupt from None
+        raise
 
     load_best_weights(model, trainer)
     results = {}

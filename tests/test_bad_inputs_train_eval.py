@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import soundfile
 import torch
 
@@ -277,6 +278,29 @@ def test_resumed_run_appends_to_metrics_csv(data, tmp_path, capfd):
     header, rows = second[0].split(","), [dict(zip(second[0].split(","), line.split(","))) for line in second[1:]]
     assert {row["epoch"] for row in rows} == {"0", "1"}, second  # the first run's rows are still there
     assert len(rows) > len(first) - 1 and "val_wer" in header
+
+
+class InterruptAtStep(pl.Callback):
+    """Ctrl-C during training, after `step` optimizer steps."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_training_says_where_and_how_to_resume(data, tmp_path, capfd):
+    run_dir = tmp_path / "run"
+    # Epoch 0 (2 steps) ends with validation and last.ckpt; Ctrl-C comes in epoch 1.
+    overrides = train_args(data, run_dir, **{"trainer.max_epochs": 3, "+callbacks.interrupt._target_":
+                                             f"{__name__}.InterruptAtStep", "+callbacks.interrupt.step": 3})
+    code, _, err = run_main("train", overrides, capfd)
+    assert code == 130, err[-3000:]
+    assert "Traceback" not in err
+    assert "interrupted at epoch 1, step 3" in err and "resume=last" in err
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "model.nemo").exists()
 
 
 # --- as a shell sees them ---------------------------------------------------------------------------
