@@ -7,7 +7,11 @@ from conftest import tiny_ctc_config
 from quartznet.data.augment import WaveformAugmentation
 from quartznet.models import CTCModel
 from quartznet.network.masks import time_mask
-from quartznet.network.wave_augment import BatchWaveformAugmentation, step_generator
+from quartznet.network.wave_augment import BatchWaveformAugmentation
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
 def padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -18,17 +22,17 @@ def padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_zero_strength_is_the_identity():
     audio, lengths = padded_batch()
-    out, out_lengths = BatchWaveformAugmentation()(audio, lengths, step_generator(0, 0))
+    out, out_lengths = BatchWaveformAugmentation()(audio, lengths, seeded(0))
     assert torch.equal(out, audio) and torch.equal(out_lengths, lengths)
     same_speed = BatchWaveformAugmentation(speed_prob=1.0, min_speed=1.0, max_speed=1.0)
-    assert torch.equal(same_speed(audio, lengths, step_generator(0, 0))[0], audio)
+    assert torch.equal(same_speed(audio, lengths, seeded(0))[0], audio)
 
 
 @pytest.mark.parametrize("speed", [0.85, 1.15])
 def test_speed_scales_every_length_and_matches_the_per_utterance_resampling(speed):
     audio, lengths = padded_batch()
     augment = BatchWaveformAugmentation(speed_prob=1.0, min_speed=speed, max_speed=speed)
-    out, out_lengths = augment(audio, lengths, step_generator(0, 0))
+    out, out_lengths = augment(audio, lengths, seeded(0))
     per_utterance = WaveformAugmentation(speed_prob=1.0, min_speed=speed, max_speed=speed)
     for row, length in enumerate(lengths.tolist()):
         expected = per_utterance(audio[row, :length])
@@ -42,24 +46,24 @@ def test_speed_scales_every_length_and_matches_the_per_utterance_resampling(spee
 def test_shift_moves_valid_samples_only_and_noise_stays_inside_each_length():
     audio, lengths = padded_batch()
     shifted, same = BatchWaveformAugmentation(shift_prob=1.0, min_shift_ms=5, max_shift_ms=5)(
-        audio, lengths, step_generator(0, 0))
+        audio, lengths, seeded(0))
     assert torch.equal(same, lengths)
     for row, length in enumerate(lengths.tolist()):
         torch.testing.assert_close(shifted[row, 80:length], audio[row, : length - 80])
         assert not shifted[row, :80].any() and not shifted[row, length:].any()
-    noisy, _ = BatchWaveformAugmentation(noise_prob=1.0, min_level=-30, max_level=-30)(audio, lengths, step_generator(0, 0))
+    noisy, _ = BatchWaveformAugmentation(noise_prob=1.0, min_level=-30, max_level=-30)(audio, lengths, seeded(0))
     difference = noisy - audio
     assert not difference[~time_mask(lengths, 16000)].any()
     level = 20 * torch.log10(difference[0].std())
     assert -32 < level < -28
 
 
-def test_the_same_step_draws_the_same_augmentation_and_another_step_another():
+def test_the_same_seed_draws_the_same_augmentation_and_another_seed_another():
     audio, lengths = padded_batch()
-    augment = BatchWaveformAugmentation(speed_prob=0.5, shift_prob=0.5, noise_prob=0.5, seed=3)
-    first = augment(audio, lengths, step_generator(augment.seed, 7))
-    again = augment(audio, lengths, step_generator(augment.seed, 7))
-    other = augment(audio, lengths, step_generator(augment.seed, 8))
+    augment = BatchWaveformAugmentation(speed_prob=0.5, shift_prob=0.5, noise_prob=0.5)
+    first = augment(audio, lengths, seeded(7))
+    again = augment(audio, lengths, seeded(7))
+    other = augment(audio, lengths, seeded(8))
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     assert first[0].shape != other[0].shape or not torch.equal(first[0], other[0])
 

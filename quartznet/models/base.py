@@ -35,7 +35,7 @@ from quartznet.network.features import (
 )
 from quartznet.network.heads import ConvASRDecoder, ConvASRDecoderClassification
 from quartznet.network.spec_augment import SpectrogramAugmentation
-from quartznet.network.wave_augment import BatchWaveformAugmentation, step_generator
+from quartznet.network.wave_augment import BatchWaveformAugmentation
 from quartznet.optim.novograd import NovoGrad
 from quartznet.optim.schedulers import build_scheduler
 
@@ -162,15 +162,14 @@ class QuartzNetModel(pl.LightningModule):
         if input_signal_length is None:
             input_signal_length = full_lengths(input_signal)
         if self.training and self.waveform_augmentation is not None:
-            generator = step_generator(self.waveform_augmentation.seed, self.global_step)
-            input_signal, input_signal_length = self.waveform_augmentation(input_signal, input_signal_length, generator)
+            input_signal, input_signal_length = self.waveform_augmentation(input_signal, input_signal_length)
         features, lengths = self.preprocessor(input_signal=input_signal, length=input_signal_length)
         return features, lengths, input_signal_length
 
     def build_spec_augmentation(self) -> None:
         """`spec_augment` section -> self.spec_augmentation (train-time only), or None when absent;
         `waveform_augment` (ours: BatchWaveformAugmentation options, no `_target_`) -> speed / shift /
-        noise on the padded batch before the features, seeded by its `seed` and the global step."""
+        noise on the padded batch before the features, drawing from the global RNG as dither does."""
         self.spec_augmentation = self.build("spec_augment") if self.cfg.get("spec_augment") else None
         options = self.cfg.get("waveform_augment")
         self.waveform_augmentation = (

@@ -11,8 +11,10 @@ throughput would otherwise need several CPU cores per GPU to keep up).
 * shift: per utterance, up to +-shift_ms inside its own valid samples, zero-filled.
 * noise: per utterance, Gaussian at a level in [min_level, max_level] dBFS, on valid samples only.
 
-Every draw comes from the `generator` passed in (the model seeds it from its seed and the global step),
-so a run resumed from a checkpoint repeats the same augmentation.
+Every draw comes from one generator per batch, seeded from the global torch RNG as dither and
+SpecAugment draw from it: train.py reseeds that RNG before each batch from (seed, rank, epoch, batch)
+(quartznet.training.rng.StepSeeding), so a resumed run repeats the same augmentation and every DDP
+rank draws its own.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ class BatchWaveformAugmentation(nn.Module):
         noise_prob: float = 0.0,
         min_level: float = -90.0,
         max_level: float = -46.0,
-        seed: int = 0,
     ):
         super().__init__()
         if not 0 < min_speed <= max_speed:
@@ -49,17 +50,18 @@ class BatchWaveformAugmentation(nn.Module):
         self.speed_prob, self.min_speed, self.max_speed = speed_prob, min_speed, max_speed
         self.shift_prob, self.min_shift_ms, self.max_shift_ms = shift_prob, min_shift_ms, max_shift_ms
         self.noise_prob, self.min_level, self.max_level = noise_prob, min_level, max_level
-        self.seed = seed  # the model draws each batch's generator from it and the global step
 
     @staticmethod
     def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator) -> torch.Tensor:
         return low + (high - low) * torch.rand(shape, generator=generator)
 
     def forward(
-        self, audio: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator
+        self, audio: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, L) audio, (B,) lengths -> augmented (B, L') audio, (B,) lengths. `generator` is a CPU
-        generator; the draws are made there, the signal work on `audio`'s device."""
+        """(B, L) audio, (B,) lengths -> augmented (B, L') audio, (B,) lengths. The draws are made on a
+        CPU `generator` (one seeded from the global RNG unless given), the signal work on `audio`'s device."""
+        if generator is None:
+            generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
         batch = audio.shape[0]
         # The decisions and levels are drawn first, all of them whatever the probabilities say.
         speed_happens, speed = torch.rand((), generator=generator), self._uniform((), self.min_speed, self.max_speed, generator)
@@ -96,9 +98,3 @@ class BatchWaveformAugmentation(nn.Module):
         source = positions.unsqueeze(0) - shift.unsqueeze(1)  # (B, L)
         inside = (source >= 0) & (source < lengths.unsqueeze(1)) & (positions < lengths.unsqueeze(1))
         return torch.gather(audio, 1, source.clamp(0, audio.shape[1] - 1)) * inside
-
-
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """The generator for the batch at global `step`: a pure function of both, so a resumed run draws
-    what the uninterrupted one drew."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) % 2**63)
