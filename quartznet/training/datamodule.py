@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # Lightning warns that a map-style loader cannot resume mid-epoch; ours does, through state_dict below.
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
+
 def manifest_name(manifests: str | Sequence[str]) -> str:
     """A short name for logging a validation set: its first manifest's file stem."""
     return manifest_paths(manifests)[0].stem
@@ -130,11 +131,11 @@ class SpeechDataModule(pl.LightningDataModule):
             self.train_sampler.load_state_dict(self._resume_state)
             self._resume_state = None
         batches = self.train_sampler
-        augmentation = getattr(dataset, "waveform_transform", None)
-        if isinstance(augmentation, WaveformAugmentation):
+        if dataset.waveform_transform is not None:
             # Items are read as (epoch, index) and augmented from their own seed (seed, epoch, index),
             # never from a worker's global RNG, whose state depends on what that worker loaded before.
-            dataset, batches = SeededItems(dataset, augmentation, self.seed), EpochKeyedBatches(self.train_sampler)
+            dataset = SeededItems(dataset, dataset.waveform_transform, self.seed)
+            batches = EpochKeyedBatches(self.train_sampler)
         return DataLoader(
             dataset, batch_sampler=batches, num_workers=self.num_workers, collate_fn=self.collate,
             pin_memory=self.pin_memory, persistent_workers=False,
