@@ -7,6 +7,13 @@ people. Only these parts of the package are read, each with the reference transc
   goforward.raw, numbers.raw, something.raw
   tidigits/  recordings (.raw / .wav), transcripts in tidigits.lsn
 
+Two recordings have no transcript file but a known text, used as their reference:
+  goforward.raw       "go forward ten meters": the hypothesis pocketsphinx's own unit tests require
+                      for it (test/unit and the Python tests, and the goforward.gram grammar beside it)
+  tidigits/dhd.2934z  TIDIGITS names a recording after its digits ("2934z": two nine three four zero;
+                      "o" is oh, "z" zero, a trailing "a"/"b" only counts takes), as tidigits.lsn does
+                      for man.ah.2934za
+
 Transcripts are Sphinx reference files (`*.transcription`, `*.lsn`: "<s> text </s> (utterance-id)") in
 the recording's own folder; an id names the audio file without its extension. `*.hyp` and `*.match`
 files are decoder output, not references, and are never used. A recording without a reference
@@ -54,6 +61,10 @@ MANIFEST = "real_dev.json"
 AUDIO_DIR = "audio"
 # Reference transcripts; decoder outputs (.hyp, .match) sit beside them and must not be mistaken for them.
 TRANSCRIPT_PATTERNS = ("*.transcription", "*.lsn")
+# Texts known without a transcript file (see the module docstring): audio path in the package -> text.
+KNOWN_TEXTS = {"goforward.raw": "go forward ten meters"}
+# A TIDIGITS utterance name ends in its digit string, then an optional take letter: "dhd.2934z", "man.ah.35oa".
+_TIDIGITS_NAME = re.compile(r"\.(?P<digits>[0-9oz]*[0-9][0-9oz]*?)[ab]?$")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
@@ -175,6 +186,15 @@ def source_audio(root: Path, source: Source) -> list[Path]:
     return [refuse_reserved(path) for path in sorted(files)]
 
 
+def text_without_transcript(root: Path, path: Path) -> str | None:
+    """The known text of a recording the package ships no transcript for, or None (see KNOWN_TEXTS)."""
+    relative = path.relative_to(root).as_posix()
+    if relative in KNOWN_TEXTS:
+        return KNOWN_TEXTS[relative]
+    match = _TIDIGITS_NAME.search(path.stem) if relative.startswith("tidigits/") else None
+    return spell_digits(match["digits"]) if match else None
+
+
 def collect(root: Path) -> Collection:
     """The allowed recordings that have a reference transcript; the rest is listed in `left_out`."""
     recordings, left_out = [], []
@@ -184,8 +204,9 @@ def collect(root: Path) -> Collection:
         audio = source_audio(root, source) if folder.is_dir() else []
         for path in audio:
             utterance = path.stem
-            if utterance in transcripts:
-                recordings.append(Recording(path, utterance, transcripts[utterance][0]))
+            text = transcripts[utterance][0] if utterance in transcripts else text_without_transcript(root, path)
+            if text is not None:
+                recordings.append(Recording(path, utterance, text))
             else:
                 left_out.append(f"{path.relative_to(root)}: no transcript in the package")
         with_audio = {path.stem for path in audio}

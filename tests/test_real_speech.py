@@ -49,14 +49,17 @@ def package(tmp_path: Path) -> dict:
 
     tidigits = root / "tidigits"
     tidigits.mkdir()
-    digits = {"woman.ak.3z3z9a": tone(7000, 6), "man.ah.6o838a": tone(9001, 7), "dhd.2934z": tone(3000, 8)}
+    # dhd.2934z has no transcript but a TIDIGITS name; "calibration" has neither.
+    digits = {"woman.ak.3z3z9a": tone(7000, 6), "man.ah.6o838a": tone(9001, 7), "dhd.2934z": tone(3000, 8),
+              "calibration": tone(3000, 3)}
     for name, samples in digits.items():
         samples.astype("<i2").tofile(tidigits / f"{name}.raw")
     (tidigits / "man.ah.111a.mfc").write_bytes(b"\0" * 64)  # features only, no audio
     (tidigits / "tidigits.lsn").write_text(
         "one one one (man.ah.111a)\n3 0 3 0 9 (woman.ak.3z3z9a)\nsix 0 eight 3 8 (man.ah.6o838a)\n"
     )
-    (tidigits / "test-tidigits-simple.match").write_text("two nine three four zero (dhd.2934z -29271)\n")
+    # decoder output, never a reference (it misheard the last digit)
+    (tidigits / "test-tidigits-simple.match").write_text("two nine three four oh (dhd.2934z -29271)\n")
 
     librivox = root / "librivox"
     librivox.mkdir()
@@ -70,11 +73,13 @@ def test_manifest_conversions_and_texts(package: dict, tmp_path: Path, capsys: p
     out = tmp_path / "out"
     real_speech.main(["--out", str(out), "--root", str(package["root"])])
     rows = {Path(row["audio_filepath"]).stem: row for row in read_manifest(out / real_speech.MANIFEST)}
-    assert rows.keys() == {"001", "002", "woman.ak.3z3z9a", "man.ah.6o838a"}  # goforward: no transcript either
+    assert rows.keys() == {"001", "002", "woman.ak.3z3z9a", "man.ah.6o838a", "goforward", "dhd.2934z"}
     assert rows["001"]["text"] == "ten of clubs"  # the reference, not the decoder's cards.hyp
     assert rows["002"]["text"] == "four queen of clubs"
     assert rows["woman.ak.3z3z9a"]["text"] == "three zero three zero nine"
     assert rows["man.ah.6o838a"]["text"] == "six zero eight three eight"
+    assert rows["goforward"]["text"] == "go forward ten meters"  # pocketsphinx's own tests expect it
+    assert rows["dhd.2934z"]["text"] == "two nine three four zero"  # from its TIDIGITS name, not the .match
 
     for row in rows.values():
         audio = out / row["audio_filepath"]  # relative to the manifest's folder
@@ -92,9 +97,8 @@ def test_manifest_conversions_and_texts(package: dict, tmp_path: Path, capsys: p
     assert rows["002"]["duration"] == pytest.approx(4000 / 8000, abs=1 / RATE)  # 8 kHz stereo -> 16 kHz mono
 
     summary = capsys.readouterr().out
-    assert re.search(r"^4 files, \d+\.\d\d minutes, 17 words -> ", summary, re.MULTILINE)
-    for reason in ("goforward.raw: no transcript", "numbers.raw: no transcript",
-                   "tidigits/dhd.2934z.raw: no transcript",
+    assert re.search(r"^6 files, \d+\.\d\d minutes, 26 words -> ", summary, re.MULTILINE)
+    for reason in ("numbers.raw: no transcript", "tidigits/calibration.raw: no transcript",
                    "tidigits/tidigits.lsn: 1 transcribed utterances have no audio (1 of them only MFCC features"):
         assert f"left out: {reason}" in summary
     assert "librivox" not in summary and "secret" not in (out / real_speech.MANIFEST).read_text()
@@ -143,6 +147,7 @@ def test_spell_digits_and_transcript_lines(tmp_path: Path) -> None:
                     "(sudo apt-get install pocketsphinx-testdata)")
 def test_the_installed_package(tmp_path: Path) -> None:
     rows = read_manifest(real_speech.build(tmp_path))
-    assert [Path(row["audio_filepath"]).parent.name for row in rows] == ["cards"] * 5
+    assert [Path(row["audio_filepath"]).parent.name for row in rows] == ["cards"] * 5 + ["audio", "tidigits"]
     assert rows[0]["text"] == "ten of clubs"
+    assert [row["text"] for row in rows[5:]] == ["go forward ten meters", "two nine three four zero"]
     assert all(re.fullmatch(r"[a-z' ]+", row["text"]) and row["duration"] > 0.5 for row in rows)

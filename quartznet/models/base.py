@@ -34,7 +34,7 @@ from quartznet.network.features import (
     AudioToMFCCPreprocessor,
 )
 from quartznet.network.heads import ConvASRDecoder, ConvASRDecoderClassification
-from quartznet.network.spec_augment import SpectrogramAugmentation
+from quartznet.network.spec_augment import SpectrogramAugmentation, VocalTractLengthPerturbation
 from quartznet.network.wave_augment import BatchWaveformAugmentation
 from quartznet.optim.novograd import NovoGrad
 from quartznet.optim.schedulers import build_scheduler
@@ -168,15 +168,27 @@ class QuartzNetModel(pl.LightningModule):
 
     def build_spec_augmentation(self) -> None:
         """`spec_augment` section -> self.spec_augmentation (train-time only), or None when absent;
-        `waveform_augment` (ours: BatchWaveformAugmentation options, no `_target_`) -> speed / shift /
-        noise on the padded batch before the features, drawing from the global RNG as dither does."""
+        `waveform_augment` (ours: BatchWaveformAugmentation options, no `_target_`) -> speaker, room,
+        noise and channel simulation on the padded batch before the features; `vtlp` (ours:
+        VocalTractLengthPerturbation options) -> mel-axis warping before SpecAugment. All draw from the
+        global RNG, as dither does."""
         self.spec_augmentation = self.build("spec_augment") if self.cfg.get("spec_augment") else None
         options = self.cfg.get("waveform_augment")
         self.waveform_augmentation = (
             BatchWaveformAugmentation(**OmegaConf.to_container(options)) if options else None
         )
+        self.vtlp = None
+        if self.cfg.get("vtlp"):
+            if not hasattr(self.preprocessor, "mel_centre_frequencies"):
+                raise ValueError("model config: `vtlp` warps mel features; this preprocessor has no mel filterbank")
+            self.vtlp = VocalTractLengthPerturbation(
+                self.preprocessor.mel_centre_frequencies(), self.preprocessor.sample_rate,
+                **OmegaConf.to_container(self.cfg.vtlp),
+            )
 
     def augment(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.training and self.vtlp is not None:
+            features = self.vtlp(features)
         if self.training and self.spec_augmentation is not None:
             return self.spec_augmentation(input_spec=features, length=lengths)
         return features

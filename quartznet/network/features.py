@@ -162,6 +162,7 @@ class FilterbankFeatures(nn.Module):
         self.hop_length, self.n_fft, self.win_length = hop_length, n_fft, win_length
         self.preemph, self.dither, self.normalize, self.pad_to = preemph, dither, normalize, pad_to
         self.variant = variant
+        self.sample_rate, self.f_min, self.f_max = sample_rate, f_min, f_max
         self.register_buffer("window", torch.hann_window(win_length, periodic=False))
         # torchaudio gives (n_freqs, n_mels); NeMo stores (1, n_mels, n_freqs) for a batched matmul.
         fb = torchaudio.functional.melscale_fbanks(
@@ -174,6 +175,16 @@ class FilterbankFeatures(nn.Module):
     @property
     def n_mels(self) -> int:
         return self.fb.shape[1]
+
+    def mel_centre_frequencies(self) -> torch.Tensor:
+        """(n_mels,) the frequency in Hz at which each mel filter peaks, to 1 Hz (what warping the mel axis
+        needs: quartznet.network.spec_augment.VocalTractLengthPerturbation)."""
+        n_freqs = int(self.sample_rate // 2) + 1  # a 1 Hz grid
+        filters = torchaudio.functional.melscale_fbanks(
+            n_freqs=n_freqs, f_min=self.f_min, f_max=self.f_max, n_mels=self.n_mels,
+            sample_rate=self.sample_rate, norm="slaney", mel_scale="slaney",
+        )  # (n_freqs, n_mels)
+        return filters.argmax(0).float() * (self.sample_rate / 2) / (n_freqs - 1)
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Valid frames per utterance from its sample count."""
@@ -268,6 +279,9 @@ class AudioToMelSpectrogramPreprocessor(nn.Module):
     @property
     def hop_length(self) -> int:
         return self.featurizer.hop_length
+
+    def mel_centre_frequencies(self) -> torch.Tensor:
+        return self.featurizer.mel_centre_frequencies()
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return self.featurizer.frame_lengths(lengths)

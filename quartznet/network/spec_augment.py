@@ -2,7 +2,13 @@
 
 `SpectrogramAugmentation` = SpecAugment frequency and time masks + SpecCutout rectangles (NeMo's config
 keys). Masks are drawn per utterance inside its own valid frames, and never fail on clips shorter than a
-mask (NeMo's SpecCutout crashes there). Waveform augmentation is the data's: quartznet.data.augment.
+mask (NeMo's SpecCutout crashes there).
+
+`VocalTractLengthPerturbation` warps each utterance's mel axis: a speaker with a shorter or longer
+vocal tract, whose formants sit higher or lower. It runs before SpecAugment.
+
+Waveform augmentation happens before the features: quartznet.network.wave_augment (on the model's
+device) or quartznet.data.augment (in the DataLoader workers).
 """
 
 from __future__ import annotations
@@ -80,3 +86,71 @@ class SpectrogramAugmentation(nn.Module):
             ).unsqueeze(2)  # (B, N, F, T)
             masked |= rectangles.any(1)
         return input_spec.masked_fill(masked.to(input_spec.device), self.mask_value)
+
+
+class VocalTractLengthPerturbation(nn.Module):
+    """VTLP (Jaitly & Hinton, 2013) on (B, n_mels, T) log-mel features.
+
+    With probability `prob` an utterance's frequency axis is warped by a factor alpha drawn from
+    [min_warp, max_warp]: f -> alpha * f up to boundary_hz * min(alpha, 1) / alpha, then linearly to the
+    Nyquist frequency, so the band stays full (the paper's piecewise-linear warp, boundary 4.8 kHz).
+    Output mel bin m then holds what the input had at the frequency that maps onto bin m's centre,
+    interpolated linearly between the two neighbouring bins. `centres` are the (n_mels,) filter centre
+    frequencies of the front end (AudioToMelSpectrogramPreprocessor.mel_centre_frequencies).
+    """
+
+    def __init__(
+        self,
+        centres: torch.Tensor,
+        sample_rate: int = 16000,
+        prob: float = 0.0,
+        min_warp: float = 0.9,
+        max_warp: float = 1.1,
+        boundary_hz: float = 4800.0,
+    ):
+        super().__init__()
+        if not 0 <= prob <= 1:
+            raise ValueError(f"vtlp prob must be in [0, 1], got {prob}")
+        if not 0 < min_warp <= max_warp:
+            raise ValueError(f"vtlp warp range must satisfy 0 < min_warp <= max_warp, got {min_warp}, {max_warp}")
+        if not 0 < boundary_hz < sample_rate / 2:
+            raise ValueError(f"vtlp boundary_hz must lie between 0 and the Nyquist frequency, got {boundary_hz}")
+        self.register_buffer("centres", centres.float(), persistent=False)
+        self.nyquist = sample_rate / 2
+        self.prob, self.min_warp, self.max_warp, self.boundary_hz = prob, min_warp, max_warp, boundary_hz
+
+    def source_frequencies(self, alpha: torch.Tensor) -> torch.Tensor:
+        """(B,) warp factors -> (B, n_mels) input frequencies that land on each output centre."""
+        alpha = alpha.unsqueeze(1)  # (B, 1)
+        knee_out = self.boundary_hz * alpha.clamp(max=1.0)  # where the warped axis bends
+        knee_in = knee_out / alpha
+        centres = self.centres.unsqueeze(0)  # (1, n_mels)
+        below = centres / alpha
+        above = self.nyquist - (self.nyquist - centres) * (self.nyquist - knee_in) / (self.nyquist - knee_out)
+        return torch.where(centres <= knee_out, below, above)
+
+    @torch.no_grad()
+    def forward(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, n_mels, T) -> (B, n_mels, T), warped per utterance; draws come from `generator` (CPU),
+        one seeded from the global RNG unless given."""
+        if generator is None:
+            generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
+        batch, n_mels = features.shape[0], self.centres.shape[0]
+        if features.shape[1] != n_mels:
+            raise ValueError(f"VTLP: features have {features.shape[1]} bins, the front end {n_mels}")
+        warped = torch.rand(batch, generator=generator) < self.prob
+        alpha = self.min_warp + (self.max_warp - self.min_warp) * torch.rand(batch, generator=generator)
+        if not bool(warped.any()):
+            return features
+        alpha = torch.where(warped, alpha, torch.ones(()))
+        source = self.source_frequencies(alpha.to(self.centres.device))  # (B, n_mels) Hz
+        # Fractional bin index of each source frequency, by linear interpolation between the centres.
+        upper = torch.searchsorted(self.centres, source.contiguous()).clamp(1, n_mels - 1)  # (B, n_mels)
+        lower = upper - 1
+        low_f, high_f = self.centres[lower], self.centres[upper]
+        weight = ((source - low_f) / (high_f - low_f)).clamp(0.0, 1.0).unsqueeze(2)  # (B, n_mels, 1)
+        frames = features.shape[2]
+        below = torch.gather(features, 1, lower.unsqueeze(2).expand(-1, -1, frames))  # (B, n_mels, T)
+        above = torch.gather(features, 1, upper.unsqueeze(2).expand(-1, -1, frames))
+        out = below * (1 - weight) + above * weight
+        return torch.where(warped.to(features.device)[:, None, None], out, features)

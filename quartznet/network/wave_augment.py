@@ -3,18 +3,33 @@
 `BatchWaveformAugmentation` does what quartznet.data.augment.WaveformAugmentation does per utterance in
 the DataLoader workers (speed perturbation, time shift, white noise), but once per batch in the model:
 the workers then only decode and collate, and the resampling runs where the model runs (a GPU's
-throughput would otherwise need several CPU cores per GPU to keep up).
+throughput would otherwise need several CPU cores per GPU to keep up). It adds speaker and channel
+variety the workers never had, so that a model trained on a few voices hears more kinds of speech:
 
-* speed: one factor per batch, drawn from [min_speed, max_speed] on a 100 Hz grid of source rates
-  (as the per-utterance path), applied to the whole padded batch by one resampling call: the
-  bucketed batch keeps its low padding and every length scales by the same factor.
-* shift: per utterance, up to +-shift_ms inside its own valid samples, zero-filled.
-* noise: per utterance, Gaussian at a level in [min_level, max_level] dBFS, on valid samples only.
+  speaker  speed: one factor per batch, drawn from [min_speed, max_speed] on a 100 Hz grid of source
+           rates (as the per-utterance path), one resampling call for the padded batch: the bucketed
+           batch keeps its low padding and every length scales by the same factor (pitch and tempo).
+           tempo: one rate per batch, tempo without pitch (phase vocoder); with speed, pitch and
+           tempo vary independently.
+           shift: per utterance, up to +-shift_ms inside its own valid samples, zero-filled.
+  room     reverberation: per utterance, a room of RT60 in [min_rt60, max_rt60] seconds and a
+           direct-to-reverberant ratio in [min_drr_db, max_drr_db] (quartznet.network.acoustics).
+  noise    coloured noise: per utterance, one of `noise_colours` at an SNR in [min_snr_db, max_snr_db].
+           noise: per utterance, white noise at a level in [min_level, max_level] dBFS.
+  channel  band_limit: per utterance, a band-pass from [min_low_hz, max_low_hz] to
+           [min_high_hz, max_high_hz] (telephone: 300-3400 Hz; laptop microphones roll off both ends).
+           codec: per utterance, a `codec_bits`-bit mu-law quantiser (G.711-like).
+           gain: per utterance, a level change in [min_gain_db, max_gain_db], clipped at full scale.
+
+In that order (a voice, in a room with noise, through a channel). Every `*_prob` is 0 by default:
+the module is the identity until a component is switched on. The vocal-tract-length perturbation
+works on the mel axis instead: quartznet.network.spec_augment.VocalTractLengthPerturbation.
 
 Every draw comes from one generator per batch, seeded from the global torch RNG as dither and
 SpecAugment draw from it: train.py reseeds that RNG before each batch from (seed, rank, epoch, batch)
 (quartznet.training.rng.StepSeeding), so a resumed run repeats the same augmentation and every DDP
-rank draws its own.
+rank draws its own. Each component has its own sub-generator, so switching one on or off leaves the
+others' draws unchanged (ablations compare like with like).
 """
 
 from __future__ import annotations
@@ -23,7 +38,10 @@ import torch
 import torchaudio
 from torch import nn
 
+from quartznet.network import acoustics
 from quartznet.network.masks import time_mask
+
+COMPONENTS = ("speed", "tempo", "shift", "room", "coloured_noise", "noise", "band_limit", "codec", "gain")
 
 
 class BatchWaveformAugmentation(nn.Module):
@@ -39,21 +57,59 @@ class BatchWaveformAugmentation(nn.Module):
         noise_prob: float = 0.0,
         min_level: float = -90.0,
         max_level: float = -46.0,
+        tempo_prob: float = 0.0,
+        min_tempo: float = 0.9,
+        max_tempo: float = 1.1,
+        room_prob: float = 0.0,
+        min_rt60: float = 0.15,
+        max_rt60: float = 0.8,
+        min_drr_db: float = -3.0,
+        max_drr_db: float = 12.0,
+        coloured_noise_prob: float = 0.0,
+        noise_colours: tuple[str, ...] | list[str] = ("white", "pink", "brown", "blue"),
+        min_snr_db: float = 5.0,
+        max_snr_db: float = 40.0,
+        band_limit_prob: float = 0.0,
+        min_low_hz: float = 50.0,
+        max_low_hz: float = 400.0,
+        min_high_hz: float = 3000.0,
+        max_high_hz: float = 7500.0,
+        codec_prob: float = 0.0,
+        codec_bits: int = 8,
+        gain_prob: float = 0.0,
+        min_gain_db: float = -20.0,
+        max_gain_db: float = 10.0,
     ):
         super().__init__()
-        if not 0 < min_speed <= max_speed:
-            raise ValueError(f"speed range must satisfy 0 < min_speed <= max_speed, got {min_speed}, {max_speed}")
-        for name, value in (("speed_prob", speed_prob), ("shift_prob", shift_prob), ("noise_prob", noise_prob)):
+        for low, high, name in ((min_speed, max_speed, "speed"), (min_tempo, max_tempo, "tempo"), (min_rt60, max_rt60, "rt60")):
+            if not 0 < low <= high:
+                raise ValueError(f"{name} range must satisfy 0 < min_{name} <= max_{name}, got {low}, {high}")
+        if not 0 < min_low_hz <= max_low_hz < min_high_hz <= max_high_hz <= sample_rate / 2:
+            raise ValueError(
+                "band limits must satisfy 0 < min_low_hz <= max_low_hz < min_high_hz <= max_high_hz <= sample_rate / 2, "
+                f"got {min_low_hz}, {max_low_hz}, {min_high_hz}, {max_high_hz}"
+            )
+        unknown = sorted(set(noise_colours) - set(acoustics.NOISE_COLOURS))
+        if unknown or not noise_colours:
+            raise ValueError(f"noise_colours must be some of {list(acoustics.NOISE_COLOURS)}, got {list(noise_colours)}")
+        if not 2 <= codec_bits <= 16:
+            raise ValueError(f"codec_bits must be in [2, 16], got {codec_bits}")
+        for name in COMPONENTS:
+            value = locals()[f"{name}_prob"]
             if not 0 <= value <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
+                raise ValueError(f"{name}_prob must be in [0, 1], got {value}")
         self.sample_rate = sample_rate
         self.speed_prob, self.min_speed, self.max_speed = speed_prob, min_speed, max_speed
         self.shift_prob, self.min_shift_ms, self.max_shift_ms = shift_prob, min_shift_ms, max_shift_ms
         self.noise_prob, self.min_level, self.max_level = noise_prob, min_level, max_level
-
-    @staticmethod
-    def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator) -> torch.Tensor:
-        return low + (high - low) * torch.rand(shape, generator=generator)
+        self.tempo_prob, self.min_tempo, self.max_tempo = tempo_prob, min_tempo, max_tempo
+        self.room_prob, self.rt60_range, self.drr_range = room_prob, (min_rt60, max_rt60), (min_drr_db, max_drr_db)
+        self.coloured_noise_prob, self.snr_range = coloured_noise_prob, (min_snr_db, max_snr_db)
+        self.noise_exponents = torch.tensor([acoustics.NOISE_COLOURS[colour] for colour in noise_colours])
+        self.band_limit_prob = band_limit_prob
+        self.low_range, self.high_range = (min_low_hz, max_low_hz), (min_high_hz, max_high_hz)
+        self.codec_prob, self.codec_bits = codec_prob, codec_bits
+        self.gain_prob, self.gain_range = gain_prob, (min_gain_db, max_gain_db)
 
     def forward(
         self, audio: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None
@@ -62,24 +118,64 @@ class BatchWaveformAugmentation(nn.Module):
         CPU `generator` (one seeded from the global RNG unless given), the signal work on `audio`'s device."""
         if generator is None:
             generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
+        seeds = torch.randint(0, 2**62, (len(COMPONENTS),), generator=generator).tolist()
+        draws = {name: torch.Generator().manual_seed(seed) for name, seed in zip(COMPONENTS, seeds)}
         batch = audio.shape[0]
-        # The decisions and levels are drawn first, all of them whatever the probabilities say.
-        speed_happens, speed = torch.rand((), generator=generator), self._uniform((), self.min_speed, self.max_speed, generator)
-        shift_happens = torch.rand(batch, generator=generator) < self.shift_prob
-        shift_ms = self._uniform((batch,), self.min_shift_ms, self.max_shift_ms, generator)
-        noise_happens = torch.rand(batch, generator=generator) < self.noise_prob
-        level_db = self._uniform((batch,), self.min_level, self.max_level, generator)
 
-        if float(speed_happens) < self.speed_prob:
-            audio, lengths = self.change_speed(audio, lengths, float(speed))
-        if bool(shift_happens.any()):
-            shift = (shift_ms * self.sample_rate / 1000).long() * shift_happens  # (B,) samples, 0 = none
+        def happens(name: str, per_utterance: bool = True) -> torch.Tensor:
+            """(B,) or () bool: whether `name` applies to each utterance (or to the whole batch)."""
+            return torch.rand(batch if per_utterance else (), generator=draws[name]) < getattr(self, f"{name}_prob")
+
+        def uniform(name: str, low: float, high: float, per_utterance: bool = True) -> torch.Tensor:
+            return low + (high - low) * torch.rand(batch if per_utterance else (), generator=draws[name])
+
+        # speaker
+        if happens("speed", per_utterance=False):
+            audio, lengths = self.change_speed(audio, lengths, float(uniform("speed", self.min_speed, self.max_speed, False)))
+        if happens("tempo", per_utterance=False):
+            rate = float(uniform("tempo", self.min_tempo, self.max_tempo, False))
+            audio, lengths = acoustics.time_stretch(audio, lengths, rate)
+        shifted = happens("shift")
+        if bool(shifted.any()):
+            shift_ms = uniform("shift", self.min_shift_ms, self.max_shift_ms)
+            shift = (shift_ms * self.sample_rate / 1000).long() * shifted  # (B,) samples, 0 = none
             audio = self.shift(audio, lengths, shift.to(audio.device))
-        if bool(noise_happens.any()):
-            scale = (torch.pow(10.0, level_db / 20.0) * noise_happens).unsqueeze(1)  # (B, 1), 0 where none
-            noise = (torch.randn(audio.shape, generator=generator) * scale).to(audio.device)
+        # room
+        in_room = happens("room")
+        if bool(in_room.any()):
+            rt60, drr = uniform("room", *self.rt60_range), uniform("room", *self.drr_range)
+            responses = acoustics.room_impulse_responses(rt60, drr, self.sample_rate, draws["room"])
+            audio = self.where(in_room, acoustics.reverberate(audio, lengths, responses), audio)
+        # noise
+        coloured = happens("coloured_noise")
+        if bool(coloured.any()):
+            colour = torch.randint(len(self.noise_exponents), (batch,), generator=draws["coloured_noise"])
+            snr = uniform("coloured_noise", *self.snr_range)
+            noise = acoustics.coloured_noise(self.noise_exponents[colour], audio.shape[1], draws["coloured_noise"])
+            audio = self.where(coloured, acoustics.add_at_snr(audio, lengths, noise, snr), audio)
+        noisy = happens("noise")
+        if bool(noisy.any()):
+            scale = (torch.pow(10.0, uniform("noise", self.min_level, self.max_level) / 20.0) * noisy).unsqueeze(1)
+            noise = (torch.randn(audio.shape, generator=draws["noise"]) * scale).to(audio.device)  # (B, L), 0 where none
             audio = audio + noise * time_mask(lengths, audio.shape[1])
+        # channel
+        limited = happens("band_limit")
+        if bool(limited.any()):
+            low, high = uniform("band_limit", *self.low_range), uniform("band_limit", *self.high_range)
+            audio = self.where(limited, acoustics.band_limit(audio, lengths, low, high, self.sample_rate), audio)
+        coded = happens("codec")
+        if bool(coded.any()):
+            audio = self.where(coded, acoustics.mu_law_quantise(audio, lengths, self.codec_bits), audio)
+        louder = happens("gain")
+        if bool(louder.any()):
+            gain = torch.pow(10.0, uniform("gain", *self.gain_range) / 20.0)
+            audio = self.where(louder, (audio * gain.to(audio.device).unsqueeze(1)).clamp(-1.0, 1.0), audio)
         return audio, lengths
+
+    @staticmethod
+    def where(chosen: torch.Tensor, changed: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        """Rows of `changed` where (B,) `chosen`, else rows of `original`."""
+        return torch.where(chosen.to(original.device).unsqueeze(1), changed, original)
 
     def change_speed(self, audio: torch.Tensor, lengths: torch.Tensor, speed: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Played `speed` times faster: the samples heard at rate * speed, resampled back to the rate."""

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from quartznet.common.checkpoint import load_checkpoint
 from quartznet.common.errors import UserError, config_fraction, config_int
+from quartznet.common.hardware import AUTO, auto_precision
 from quartznet.common.outputs import check_writable
 from quartznet.data.manifest import check_manifest_files
 from quartznet.models import QuartzNetModel
@@ -168,7 +169,12 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
     fraction = cfg.get("max_skipped_fraction")
     skipped = SkippedItemsReport(max_skipped_fraction=1.0 if fraction is None else float(fraction))
     callbacks = [*instantiate_all(cfg.get("callbacks")), skipped, StepSeeding(cfg.get("seed"))]
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")) or False)
+    trainer_cfg = cfg.trainer
+    if str(trainer_cfg.get("precision")) == AUTO:
+        precision, why = auto_precision(str(trainer_cfg.get("accelerator", AUTO)))
+        log.info("trainer.precision=auto -> %s: %s", precision, why)
+        trainer_cfg = OmegaConf.merge(trainer_cfg, {"precision": precision})
+    return hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")) or False)
 
 
 def best_checkpoint(trainer: pl.Trainer) -> str | None:
