@@ -6,7 +6,11 @@ The corpus is generated (not speech): 16 kHz mono FLAC, durations drawn from a s
 LibriSpeech-like distribution (1-16.7 s, mean ~12.7 s), each a harmonic tone with a syllable-rate
 envelope plus faint noise, so FLAC compresses it roughly as it does speech. Decoding cost depends
 on the format and length, not on what is said. Manifest path: AudioToCharDataset +
-DurationBucketSampler + collate_asr; shard path: ShardDataset (512-utterance shuffle buffer).
+DurationBucketSampler + collate_asr; the same with speed perturbation in the workers (per utterance,
+0.85-1.15, resampling: quartznet.data.augment.WaveformAugmentation); shard path: ShardDataset
+(512-utterance shuffle buffer). The capacity summary turns audio seconds per CPU second into the
+cores that keep one GPU consuming --gpu-rate audio s/s (an A100 trains QuartzNet 15x5 on ~1,000:
+~89 utterances/s with AMP in NVIDIA's DeepLearningExamples, times ~12 s per LibriSpeech utterance).
 Each figure is the median over `--epochs` full epochs, worker start-up included; audio seconds
 per CPU second counts the CPU time of the main process and the workers. The padding
 table compares DurationBucketSampler with random batching on the same synthetic distribution.
@@ -29,11 +33,13 @@ import soundfile
 import torch
 from torch.utils.data import DataLoader
 
+from quartznet.data.augment import WaveformAugmentation
 from quartznet.data.datasets import AudioToCharDataset, collate_asr
 from quartznet.data.manifest import write_manifest
 from quartznet.data.sampler import DurationBucketSampler, padding_fraction
 from quartznet.data.shards import ShardDataset, write_shards
 from quartznet.network.heads import LABELS
+from quartznet.network.wave_augment import BatchWaveformAugmentation
 
 RATE = 16000
 
@@ -84,6 +90,22 @@ def time_epochs(make_loader, epochs: int) -> tuple[float, float, int, float]:
     return statistics.median(times), statistics.median(cpu), utterances, seconds
 
 
+def batched_speed_cost(dataset: AudioToCharDataset, batch_size: int) -> dict:
+    """Audio seconds per CPU second of speed perturbation done once per padded batch on the model's
+    device (BatchWaveformAugmentation, here on the CPU), the decoding excluded: its cost beside the table's."""
+    augment = BatchWaveformAugmentation(speed_prob=1.0, min_speed=0.85, max_speed=1.15)
+    batches = list(DataLoader(dataset, batch_sampler=DurationBucketSampler(dataset.durations, batch_size, num_replicas=1,
+                                                                            rank=0), collate_fn=collate_asr))
+    audio_seconds = sum(batch.audio_len.sum().item() for batch in batches) / RATE
+    start = time.process_time()
+    for index, batch in enumerate(batches):
+        augment(batch.audio, batch.audio_len, torch.Generator().manual_seed(index))
+    cpu = time.process_time() - start
+    print(f"speed perturbation batched on the device (CPU here): {audio_seconds / cpu:.0f} audio s per CPU s")
+    return {"source": "speed perturbation batched on the model's device (CPU), decoding excluded",
+            "audio_s_per_cpu_s": audio_seconds / cpu}
+
+
 def padding_table(batch_size: int) -> list[dict]:
     durations = librispeech_like_durations(28539)  # train-clean-100's utterance count
     order = np.random.default_rng(0).permutation(len(durations))
@@ -107,6 +129,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--gpu-rate", type=float, default=1000.0, help="audio s/s one GPU consumes (default: 1000)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -118,12 +141,17 @@ def main() -> None:
         write_shards(manifest, folder / "shards", shard_size=64, progress=False)
         print(f"corpus: {args.utterances} generated FLAC utterances, {total / 3600:.2f} h")
         dataset = AudioToCharDataset(manifest, LABELS)
+        speed = WaveformAugmentation(speed_prob=1.0, min_speed=0.85, max_speed=1.15)
+        perturbed = AudioToCharDataset(manifest, LABELS, waveform_transform=speed)
         print(f"load average before: {os.getloadavg()[0]:.2f}")
         print("| source | workers | utterances/s | audio s/s | utterances/s per worker | audio s/s per worker | audio s per CPU s |")
         for workers in args.workers:
             sources = {
                 "manifest": lambda: DataLoader(
                     dataset, batch_sampler=DurationBucketSampler(dataset.durations, args.batch_size, num_replicas=1, rank=0),
+                    num_workers=workers, collate_fn=collate_asr),
+                "manifest + speed perturbation": lambda: DataLoader(
+                    perturbed, batch_sampler=DurationBucketSampler(dataset.durations, args.batch_size, num_replicas=1, rank=0),
                     num_workers=workers, collate_fn=collate_asr),
                 "shards": lambda: ShardDataset(None, LABELS, args.batch_size, index=folder / "shards", num_workers=workers,
                                                rank=0, world_size=1).loader(persistent_workers=False),
@@ -137,7 +165,14 @@ def main() -> None:
                 results["throughput"].append(row)
                 print(f"| {source} | {workers} | {row['utterances_per_s']:.0f} | {row['audio_s_per_s']:.0f} | "
                       f"{row['utterances_per_s'] / per:.0f} | {row['audio_s_per_s'] / per:.0f} | {row['audio_s_per_cpu_s']:.0f} |")
+        results["device_speed"] = batched_speed_cost(dataset, args.batch_size)
         print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print(f"| source | audio s per CPU s (best) | CPU cores per GPU at {args.gpu_rate:.0f} audio s/s |")
+    for source in dict.fromkeys(row["source"] for row in results["throughput"]):
+        best = max(row["audio_s_per_cpu_s"] for row in results["throughput"] if row["source"] == source)
+        results.setdefault("capacity", []).append({"source": source, "audio_s_per_cpu_s": best,
+                                                   "cores_per_gpu": args.gpu_rate / best})
+        print(f"| {source} | {best:.0f} | {args.gpu_rate / best:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=float))
 
