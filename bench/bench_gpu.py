@@ -7,7 +7,9 @@ Training: a batch of `--batch` utterances of `--seconds` s (LibriSpeech's longes
 (features, encoder, head) + CTC loss + backward + NovoGrad step, at fp32, bf16-mixed and fp16-mixed
 (with a GradScaler), for each conv layout of quartznet.network.blocks (channels-last height-1 conv2d,
 plain conv1d). Before timing, the layouts' log-probs are compared on one input. Inference: batch 1 and
-16 of 10 s, fp32 and the half precision the device runs fastest. Medians of `--runs` after `--warmup`.
+16 of 10 s, fp32 and the half precision the device runs fastest. Augmentation: the training batch through
+model.waveform_augment with every component on (speed, tempo, shift, room, noise, band limit, codec,
+gain), the cost the model's device pays instead of the data workers. Medians of `--runs` after `--warmup`.
 Inputs are seeded noise: speed does not depend on what is said. Results go in docs/benchmarks.md.
 """
 
@@ -28,6 +30,7 @@ from omegaconf import OmegaConf
 from quartznet.models import CTCModel
 from quartznet.network.blocks import CONV_LAYOUTS, set_conv_layout
 from quartznet.network.heads import ctc_loss
+from quartznet.network.wave_augment import COMPONENTS, BatchWaveformAugmentation
 from quartznet.optim.novograd import NovoGrad
 
 SAMPLE_RATE = 16000
@@ -128,6 +131,19 @@ def bench_inference(model: CTCModel, device: torch.device, dtype: torch.dtype | 
     return {"batch": batch, "median_s": median, "rtf": median / (batch * seconds), "peak_mib": peak_mib(device)}
 
 
+def bench_augmentation(device: torch.device, batch: int, seconds: float, warmup: int, runs: int) -> dict:
+    """Every waveform augmentation on one padded batch, on `device`."""
+    augment = BatchWaveformAugmentation(**{f"{name}_prob": 1.0 for name in COMPONENTS})
+    audio = (torch.randn(batch, int(seconds * SAMPLE_RATE)) * 0.1).to(device)
+    lengths = torch.full((batch,), audio.shape[1], device=device)
+
+    def step() -> None:
+        augment(audio, lengths)
+
+    median = median_seconds(step, device, warmup, runs)
+    return {"median_s": median, "audio_s_per_s": batch * seconds / median}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -170,6 +186,9 @@ def main() -> None:
             results["inference"][f"batch{batch}/{precision}"] = row
             memory = f", peak {row['peak_mib']:.0f} MiB" if row["peak_mib"] is not None else ""
             print(f"  batch {batch:2d} {precision:5s} {row['median_s'] * 1000:.1f} ms, RTF {row['rtf']:.5f}{memory}")
+    results["augmentation"] = bench_augmentation(device, args.batch, args.seconds, args.warmup, args.runs)
+    print(f"waveform augmentation, every component, batch {args.batch} x {args.seconds:g} s: "
+          f"{results['augmentation']['median_s'] * 1000:.1f} ms, {results['augmentation']['audio_s_per_s']:.0f} audio-s/s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -1,5 +1,5 @@
 """The GPU path: a DDP step on NCCL, fp16 AMP with a working grad scaler, GPU log-probs equal to the CPU's,
-and evaluate.py on the GPU. Marked `gpu`; skipped where no CUDA device exists (run them on a GPU machine
+the speaker / room / noise / channel augmentation equal to the CPU's, and evaluate.py on the GPU. Marked `gpu`; skipped where no CUDA device exists (run them on a GPU machine
 with `pytest -m gpu`, see docs/benchmarks.md)."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from conftest import ROOT, randomize_batchnorm, tiny_ctc_config
 from quartznet.data.manifest import write_manifest
 from quartznet.models import CTCModel
 from quartznet.network.heads import ctc_loss
+from quartznet.network.wave_augment import BatchWaveformAugmentation
 
 pytestmark = [
     pytest.mark.gpu,
@@ -52,6 +53,19 @@ def test_log_probs_on_the_gpu_equal_the_cpu_ones():
     assert torch.equal(cpu_len, gpu_len.cpu())
     for row, n in enumerate(cpu_len.tolist()):
         torch.testing.assert_close(gpu[row, :n].cpu(), cpu[row, :n], atol=1e-3, rtol=0)
+
+
+def test_waveform_augmentation_on_the_gpu_equals_the_cpu_one():
+    """The draws are made on the CPU generator, the signal work on the audio's device: same result."""
+    audio, lengths, _, _ = batch(torch.device("cpu"))
+    augment = BatchWaveformAugmentation(
+        speed_prob=1.0, tempo_prob=1.0, shift_prob=1.0, room_prob=1.0, coloured_noise_prob=1.0, noise_prob=1.0,
+        band_limit_prob=1.0, gain_prob=1.0,
+    )
+    on_cpu = augment(audio, lengths, torch.Generator().manual_seed(3))
+    on_gpu = augment(audio.cuda(), lengths.cuda(), torch.Generator().manual_seed(3))
+    assert on_gpu[0].is_cuda and torch.equal(on_gpu[1].cpu(), on_cpu[1])
+    torch.testing.assert_close(on_gpu[0].cpu(), on_cpu[0], atol=1e-4, rtol=1e-3)
 
 
 def test_ddp_step_on_nccl_matches_a_plain_step():
