@@ -51,7 +51,7 @@ speech-tools:
 	for tool in espeak-ng flite festival; do \
 		command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
 	done; \
-	for package in festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts pocketsphinx-testdata; do \
+	for package in festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festlex-poslex pocketsphinx-testdata; do \
 		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q " installed$$" || missing="$$missing $$package"; \
 	done; \
 	if [ -z "$$missing" ]; then \

@@ -23,11 +23,16 @@ test from every engine at once (flite's slt and festival's slt are the same woma
 its utterances evenly from the engines that have voices in it. The default, espeak-ng alone, makes the
 same corpus as before the option existed.
 
+`--vocabulary N` draws the sentences from the N most frequent words of festival's Wall Street Journal
+lexicon (Debian: festlex-poslex) instead of the built-in 270-word list, weighted by the square root
+of their frequency: a model trained on it has to spell words, not recognise a closed set.
+
 Output depends only on the settings, the seed and the engine versions (recorded in <out>/corpus.json):
 the same command gives the same bytes. Work runs on all cores, and a rerun only makes what is missing.
 
     python -m data_prep.synthetic asr --out data/synthetic_asr
     python -m data_prep.synthetic asr --out data/mixed_asr --engines espeak,flite,festival
+    python -m data_prep.synthetic asr --out data/voices_asr --engines espeak,flite,festival --vocabulary 5000
     python -m data_prep.synthetic kws --out data/synthetic_kws --seed 1
 """
 
@@ -67,6 +72,9 @@ from data_prep.common import (
 SAMPLE_RATE = 16000
 ESPEAK_RATE = 22050
 WORDLIST = Path(__file__).with_name("wordlist.txt")
+# Festival's part-of-speech lexicon from the Wall Street Journal (Debian: festlex-poslex, installed with
+# festival's English voices): a word list with frequencies, for corpora with a broad vocabulary.
+WSJ_LEXICON = Path("/usr/share/festival/dicts/wsj.wp39.poslexR")
 CORPUS_FILE = "corpus.json"
 
 # English voices (accents) of espeak-ng, see `espeak-ng --voices=en`; the mbrola ones need extra packages.
@@ -515,12 +523,71 @@ def load_words(path: Path = WORDLIST) -> list[str]:
     return words
 
 
-def unique_sentences(rng: random.Random, words: Sequence[str], count: int, min_words: int, max_words: int) -> list[str]:
+_LEXICON_ENTRY = re.compile(r'^\("(?P<word>[^"]*)" \((?P<tags>.*)\) \(\) \)$')
+_LEXICON_TAG = re.compile(r"\((?P<tag>\S+) (?P<log_p>-?[\d.]+)\)")
+
+
+def lexicon_vocabulary(size: int, path: Path = WSJ_LEXICON) -> tuple[list[str], list[float]]:
+    """The `size` most frequent lowercase words (a-z, apostrophe) of festival's WSJ lexicon, and weights to
+    draw them with: the square root of their frequency (common words come up often, rare ones still do).
+
+    Each entry lists ln P(word | tag) per part-of-speech tag. A tag's rarest word was seen once, so
+    count(tag) = 1 / min P(word | tag), and a word's count is the sum of P(word | tag) * count(tag) over
+    its tags (they come out as integers to within 0.05 for 98% of the entries). Tags with a single word
+    ("of", existential "there") have no rarest word; their words get the most frequent word's count.
+    Capitalised entries (names), tokens with other characters, WSJ's negation token "n't" and entries
+    under numeric pseudo-tags are left out.
+    """
+    if not path.is_file():
+        raise PrepError(
+            f"{path} not found: --vocabulary needs festival's WSJ lexicon; install it with "
+            "`sudo apt-get install festlex-poslex` (or `make speech-tools`) and rerun"
+        )
+    entries = []
+    for line in path.read_text(encoding="latin-1").splitlines():
+        match = _LEXICON_ENTRY.match(line.strip())
+        if match:
+            tags = [(tag["tag"], float(tag["log_p"])) for tag in _LEXICON_TAG.finditer(match["tags"])]
+            entries.append((match["word"], [(tag, log_p) for tag, log_p in tags if tag.isalpha()]))
+    rarest: dict[str, float] = {}
+    sizes: dict[str, int] = defaultdict(int)
+    for _, tags in entries:
+        for tag, log_p in tags:
+            rarest[tag] = min(rarest.get(tag, 0.0), log_p)
+            sizes[tag] += 1
+    counts: dict[str, float] = defaultdict(float)
+    single: set[str] = set()
+    for word, tags in entries:
+        for tag, log_p in tags:
+            if sizes[tag] == 1:
+                single.add(word)
+            else:
+                counts[word] += np.exp(log_p - rarest[tag])
+    for word in single:
+        counts[word] = max(counts.values())
+    usable = (word for word in counts if re.fullmatch(r"[a-z]+('[a-z]+)?", word) and word != "n't")
+    ranked = sorted(usable, key=lambda w: (-counts[w], w))
+    if len(ranked) < size:
+        raise PrepError(f"{path}: only {len(ranked)} usable words, asked for --vocabulary {size}")
+    words = ranked[:size]
+    return words, [float(np.sqrt(counts[word])) for word in words]
+
+
+def unique_sentences(
+    rng: random.Random, words: Sequence[str], count: int, min_words: int, max_words: int,
+    weights: Sequence[float] | None = None,
+) -> list[str]:
+    """`count` distinct sentences of min_words-max_words words drawn from `words` (uniformly, or by `weights`)."""
     sentences: dict[str, None] = {}  # insertion-ordered set
     for _ in range(count * 20):
         if len(sentences) == count:
             return list(sentences)
-        sentences[" ".join(rng.choice(words) for _ in range(rng.randint(min_words, max_words)))] = None
+        length = rng.randint(min_words, max_words)
+        if weights is None:  # the built-in list's draws, unchanged: existing corpora stay byte-identical
+            sentence = " ".join(rng.choice(words) for _ in range(length))
+        else:
+            sentence = " ".join(rng.choices(words, weights, k=length))
+        sentences[sentence] = None
     raise PrepError(f"cannot make {count} distinct sentences of {min_words}-{max_words} words from {len(words)} words")
 
 
@@ -532,6 +599,7 @@ def plan_asr(
     max_words: int,
     accents: Sequence[str] = ASR_ACCENTS,
     engines: Sequence[str] = DEFAULT_ENGINES,
+    vocabulary: int = 0,
 ) -> tuple[list[Utterance], dict]:
     """The utterances of every split, and the speakers (LibriSpeech id -> voice, variant, split, and in
     corpora of several engines engine and person)."""
@@ -541,7 +609,8 @@ def plan_asr(
         speaker: 100 + index for index, speaker in enumerate(s for split in ASR_SPLITS for s in groups[split])
     }
     rng = random.Random(seed)
-    sentences = iter(unique_sentences(rng, load_words(), sum(sizes.values()), min_words, max_words))
+    words, weights = lexicon_vocabulary(vocabulary) if vocabulary else (load_words(), None)
+    sentences = iter(unique_sentences(rng, words, sum(sizes.values()), min_words, max_words, weights))
     utterances, counters = [], defaultdict(int)
     for split in ASR_SPLITS:
         for _ in range(sizes[split]):
@@ -592,22 +661,28 @@ def generate_asr(
     max_words: int = 6,
     accents: Sequence[str] = ASR_ACCENTS,
     engines: Sequence[str] = DEFAULT_ENGINES,
+    vocabulary: int = 0,
     jobs: int | None = None,
 ) -> dict[str, Path]:
-    """Make (or finish) the ASR corpus and its manifests; returns split -> manifest."""
+    """Make (or finish) the ASR corpus and its manifests; returns split -> manifest. `vocabulary` > 0 draws
+    sentences from that many words of festival's WSJ lexicon instead of data_prep/wordlist.txt."""
     out = Path(out)
     sizes = {"train": train, "dev": dev, "test": test}
     if not 1 <= min_words <= max_words:
         raise PrepError(f"need 1 <= --min-words <= --max-words, got {min_words} and {max_words}")
     engines = canonical_engines(engines)
     versions = engine_versions(engines)
-    utterances, speakers = plan_asr(out.absolute(), seed, sizes, min_words, max_words, accents, engines)
+    if vocabulary < 0:
+        raise PrepError(f"--vocabulary must be 0 (the built-in word list) or a word count, got {vocabulary}")
+    utterances, speakers = plan_asr(out.absolute(), seed, sizes, min_words, max_words, accents, engines, vocabulary)
     settings = {"corpus": "asr", "seed": seed, "sizes": sizes, "min_words": min_words, "max_words": max_words,
                 "accents": list(accents), "max_pauses": [MAX_LEADING_PAUSE, MAX_TRAILING_PAUSE], "pause_power": 3,
                 "clean_fraction": CLEAN_FRACTION, "snr_db": list(ASR_SNR_DB)}
     if engines != DEFAULT_ENGINES:  # recorded only when used, so existing espeak-only corpora stay valid
         settings |= {"engines": list(engines), "held_out_persons": HELD_OUT_PERSONS,
                      "reference_rate": REFERENCE_RATE, "pitch_span": PITCH_SPAN}
+    if vocabulary:  # likewise
+        settings |= {"vocabulary": {"source": WSJ_LEXICON.name, "words": vocabulary, "weights": "sqrt(frequency)"}}
     claim_output(out, {"settings": settings, **versions, "speakers": speakers})
     render_all(render_sentence, utterances, jobs or os.cpu_count() or 1, "synthesise asr")
     write_transcripts(utterances)
@@ -753,6 +828,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated synthesisers, or 'all' ({', '.join(ENGINE_NAMES)}; "
         f"default: {','.join(DEFAULT_ENGINES)})",
     )
+    asr.add_argument(
+        "--vocabulary", type=int, default=0,
+        help="draw sentences from the N most frequent words of festival's WSJ lexicon (festlex-poslex) instead "
+        "of the built-in 270-word list (default: 0, the built-in list)",
+    )
     kws.add_argument("--train-speakers", type=int, default=96, help="default: %(default)s")
     kws.add_argument("--val-speakers", type=int, default=12, help="default: %(default)s")
     kws.add_argument("--test-speakers", type=int, default=12, help="default: %(default)s")
@@ -775,6 +855,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 max_words=args.max_words,
                 accents=args.accents,
                 engines=args.engines,
+                vocabulary=args.vocabulary,
                 jobs=args.jobs,
             )
         else:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
+import random
 import re
 import shutil
 import tarfile
@@ -366,6 +368,37 @@ def test_wordlist_is_clean() -> None:
     words = synthetic.load_words()
     assert 150 <= len(words) <= 300
     assert all(re.fullmatch(r"[a-z']+", word) for word in words)
+
+
+def test_lexicon_vocabulary_recovers_counts_from_tag_probabilities(tmp_path: Path) -> None:
+    # Tag nn: 10 words seen; "time" 6 times, "way" 3, "day" once (the rarest). Tag vb: "time" once, "go" 4 times.
+    # "of" has a tag of its own, "Smith" is a name, "n't" and "$" are tokens, "2" a numeric pseudo-tag.
+    ln = math.log
+    lexicon = tmp_path / "lexicon"
+    lexicon.write_text("\n".join([
+        "MNCL",
+        f'("time" ((nn {ln(6 / 10):.3f}) (vb {ln(1 / 5):.3f}) ) () )',
+        f'("way" ((nn {ln(3 / 10):.3f}) ) () )',
+        f'("day" ((nn {ln(1 / 10):.3f}) ) () )',
+        f'("go" ((vb {ln(4 / 5):.3f}) ) () )',
+        '("of" ((of 0.000) ) () )',
+        f'("Smith" ((nnp {ln(1 / 2):.3f}) ) () )',
+        f'("smith" ((nnp {ln(1 / 2):.3f}) ) () )',
+        f'("n\'t" ((rb {ln(1 / 1):.3f}) ) () )',
+        '("$" ((punc -2.807) ) () )',
+        '("dividing" ((2 0.000) ) () )',
+    ]) + "\n")
+    words, weights = synthetic.lexicon_vocabulary(5, lexicon)
+    # counts: time 6 + 1 = 7, of = the largest (7), go 4, way 3, smith 1 (nnp's rarest), day 1
+    assert words == ["of", "time", "go", "way", "day"]
+    assert weights == pytest.approx([math.sqrt(7), math.sqrt(7), 2.0, math.sqrt(3), 1.0], rel=2e-3)
+    with pytest.raises(PrepError, match="only 6 usable words"):
+        synthetic.lexicon_vocabulary(7, lexicon)
+    with pytest.raises(PrepError, match="apt-get install festlex-poslex"):
+        synthetic.lexicon_vocabulary(5, tmp_path / "missing")
+    rng = random.Random(0)
+    sentences = synthetic.unique_sentences(rng, words, 20, 2, 3, weights)
+    assert len(set(sentences)) == 20 and all(set(s.split()) <= set(words) for s in sentences)
 
 
 @needs_espeak
