@@ -303,6 +303,19 @@ def test_ctrl_c_in_training_says_where_and_how_to_resume(data, tmp_path, capfd):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "model.nemo").exists()
 
 
+def test_last_checkpoint_follows_every_epoch_even_when_no_top_k_checkpoint_is_saved(data, tmp_path, capfd):
+    """Lightning refreshes a monitored callback's last.ckpt only with a top-k save; ours must not wait."""
+    run_dir = tmp_path / "run"
+    overrides = train_args(data, run_dir, **{"trainer.max_epochs": 3, "callbacks.model_checkpoint.save_top_k": 0,
+                                             "+callbacks.interrupt._target_": f"{__name__}.InterruptAtStep",
+                                             "+callbacks.interrupt.step": 5})
+    code, _, err = run_main("train", overrides, capfd)
+    assert code == 130, err[-3000:]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert (last["epoch"], last["global_step"]) == (1, 4)  # the end of epoch 1 (2 steps an epoch)
+    assert [path.name for path in (run_dir / "checkpoints").iterdir()] == ["last.ckpt"]
+
+
 # --- as a shell sees them ---------------------------------------------------------------------------
 
 
