@@ -311,7 +311,7 @@ def test_last_checkpoint_follows_every_epoch_even_when_no_top_k_checkpoint_is_sa
                                              "+callbacks.interrupt.step": 5})
     code, _, err = run_main("train", overrides, capfd)
     assert code == 130, err[-3000:]
-    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert (last["epoch"], last["global_step"]) == (1, 4)  # the end of epoch 1 (2 steps an epoch)
     assert [path.name for path in (run_dir / "checkpoints").iterdir()] == ["last.ckpt"]
 
