@@ -55,7 +55,7 @@ speech-tools:
 		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q " installed$$" || missing="$$missing $$package"; \
 	done; \
 	if [ -z "$$missing" ]; then \
-		echo "==> speech tools present (espeak-ng, flite, festival and its voices, pocketsphinx-testdata)"; \
+		echo "==> speech tools present (espeak-ng, flite, festival with its voices and WSJ lexicon, pocketsphinx-testdata)"; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "==> installing with apt-get:$$missing"; \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
@@ -64,8 +64,8 @@ speech-tools:
 		echo "WARNING: missing and not installable automatically (not root or no apt-get):$$missing"; \
 		echo "         Install them with your package manager (e.g. 'sudo apt-get install$$missing')."; \
 		echo "         espeak-ng makes the synthetic corpora (make demo, the tests that speak); flite and festival"; \
-		echo "         add recorded voices (data_prep.synthetic asr --engines); pocketsphinx-testdata is real speech"; \
-		echo "         for data_prep.real_speech."; \
+		echo "         add recorded voices (data_prep.synthetic asr --engines), festlex-poslex the --vocabulary words;"; \
+		echo "         pocketsphinx-testdata is real speech for data_prep.real_speech."; \
 	fi
 
 test: setup
