@@ -45,6 +45,7 @@ def auto_precision(accelerator: str, cpuinfo: Path | None = None) -> tuple[str, 
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return "bf16-mixed", "the GPU supports bf16"
         return "16-mixed", "the GPU has no bf16; fp16 with a grad scaler"
-    if cpu_has_native_bf16(cpuinfo):
-        return "bf16-mixed", f"the CPU has native bf16 ({', '.join(sorted(cpu_flags(cpuinfo) & set(CPU_BF16_FLAGS)))})"
+    native = sorted(cpu_flags(cpuinfo) & set(CPU_BF16_FLAGS))
+    if native:
+        return "bf16-mixed", f"the CPU has native bf16 ({', '.join(native)})"
     return "32-true", f"the CPU has no native bf16 ({' or '.join(CPU_BF16_FLAGS)}); emulated bf16 would be slower"

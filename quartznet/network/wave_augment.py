@@ -94,10 +94,6 @@ class BatchWaveformAugmentation(nn.Module):
             raise ValueError(f"noise_colours must be some of {list(acoustics.NOISE_COLOURS)}, got {list(noise_colours)}")
         if not 2 <= codec_bits <= 16:
             raise ValueError(f"codec_bits must be in [2, 16], got {codec_bits}")
-        for name in COMPONENTS:
-            value = locals()[f"{name}_prob"]
-            if not 0 <= value <= 1:
-                raise ValueError(f"{name}_prob must be in [0, 1], got {value}")
         self.sample_rate = sample_rate
         self.speed_prob, self.min_speed, self.max_speed = speed_prob, min_speed, max_speed
         self.shift_prob, self.min_shift_ms, self.max_shift_ms = shift_prob, min_shift_ms, max_shift_ms
@@ -110,6 +106,10 @@ class BatchWaveformAugmentation(nn.Module):
         self.low_range, self.high_range = (min_low_hz, max_low_hz), (min_high_hz, max_high_hz)
         self.codec_prob, self.codec_bits = codec_prob, codec_bits
         self.gain_prob, self.gain_range = gain_prob, (min_gain_db, max_gain_db)
+        for name in COMPONENTS:
+            value = getattr(self, f"{name}_prob")
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name}_prob must be in [0, 1], got {value}")
 
     def forward(
         self, audio: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None
