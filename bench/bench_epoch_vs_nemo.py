@@ -193,11 +193,6 @@ def run_nemo(config_path: str) -> dict[str, float]:
     return timer.result()
 
 
-def audio_seconds(manifest: str) -> float:
-    with open(manifest, encoding="utf-8") as f:
-        return sum(json.loads(line)["duration"] for line in f if line.strip())
-
-
 def run_child(python: str, args: list[str]) -> dict[str, float]:
     """One epoch in a fresh process; its last stdout line is the JSON result."""
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), PYTHONWARNINGS="ignore")
@@ -210,26 +205,32 @@ def run_child(python: str, args: list[str]) -> dict[str, float]:
 
 
 def compare(args: argparse.Namespace) -> None:
-    manifest = str(Path(args.manifest).resolve())
-    seconds_of_audio = audio_seconds(manifest)
-    runners: dict[str, tuple[str, list[str]]] = {
-        "quartznet": (sys.executable, ["quartznet", manifest, "--speed", "device" if args.speed else "off"]),
-    }
-    if args.speed:
-        runners["quartznet, speed in the worker"] = (sys.executable, ["quartznet", manifest, "--speed", "worker"])
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(nemo_model_config(manifest, args.speed), f)
-        nemo_config = f.name
-    runners["NeMo"] = (args.nemo_python, ["nemo", nemo_config])
+    from quartznet.data.manifest import read_manifests, write_manifest  # not in NeMo's environment
 
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
-    for run in range(args.runs):
-        for name, (python, child_args) in runners.items():
-            result = run_child(python, child_args)
-            results[name].append(result)
-            print(f"run {run + 1}/{args.runs} {name}: epoch {result['epoch_s']:.1f} s, padding {result['padding']:.1%}",
-                  flush=True)
-    os.unlink(nemo_config)
+    entries = read_manifests(args.manifest)
+    seconds_of_audio = sum(entry.duration for entry in entries)
+    with tempfile.TemporaryDirectory() as scratch:
+        # NeMo gets the same utterances with absolute paths (quartznet resolves them against the manifest).
+        manifest = str(write_manifest(Path(scratch) / "train.json", (
+            {"audio_filepath": str(entry.audio_filepath), "duration": entry.duration, "text": entry.text}
+            for entry in entries
+        )))
+        nemo_config = Path(scratch) / "nemo_model.json"
+        nemo_config.write_text(json.dumps(nemo_model_config(manifest, args.speed)))
+        runners: dict[str, tuple[str, list[str]]] = {
+            "quartznet": (sys.executable, ["quartznet", manifest, "--speed", "device" if args.speed else "off"]),
+        }
+        if args.speed:
+            runners["quartznet, speed in the worker"] = (sys.executable, ["quartznet", manifest, "--speed", "worker"])
+        runners["NeMo"] = (args.nemo_python, ["nemo", str(nemo_config)])
+
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
+        for run in range(args.runs):
+            for name, (python, child_args) in runners.items():
+                result = run_child(python, child_args)
+                results[name].append(result)
+                print(f"run {run + 1}/{args.runs} {name}: epoch {result['epoch_s']:.1f} s, "
+                      f"padding {result['padding']:.1%}", flush=True)
 
     summary = {}
     for name, runs in results.items():
@@ -242,14 +243,14 @@ def compare(args: argparse.Namespace) -> None:
             "steps": runs[0]["steps"],
         }
     nemo = summary["NeMo"]["median_epoch_s"]
-    print(f"\n{Path(manifest).name}: {seconds_of_audio:.0f} s of audio, speed perturbation {'on' if args.speed else 'off'}")
+    print(f"\n{args.manifest}: {seconds_of_audio:.0f} s of audio, speed perturbation {'on' if args.speed else 'off'}")
     print("| | epoch (median) | audio-s/s | padding | NeMo / this |")
     print("|---|---|---|---|---|")
     for name, s in summary.items():
         print(f"| {name} | {s['median_epoch_s']:.1f} s | {s['audio_s_per_s']:.0f} | {s['padding']:.1%} | "
               f"{nemo / s['median_epoch_s']:.2f}x |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"manifest": manifest, "speed": args.speed, "results": summary}, indent=2))
+        Path(args.json).write_text(json.dumps({"manifest": args.manifest, "speed": args.speed, "results": summary}, indent=2))
 
 
 def main() -> None:
