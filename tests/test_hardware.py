@@ -20,9 +20,9 @@ def cpuinfo(tmp_path: Path, text: str) -> Path:
 
 
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
-    assert hardware.cpu_has_native_bf16(cpuinfo(tmp_path, SAPPHIRE_RAPIDS))
+    assert hardware.native_bf16_flags(cpuinfo(tmp_path, SAPPHIRE_RAPIDS))
     assert hardware.auto_precision("cpu", cpuinfo(tmp_path, SAPPHIRE_RAPIDS))[0] == "bf16-mixed"
-    assert not hardware.cpu_has_native_bf16(cpuinfo(tmp_path, ZEN_3))
+    assert not hardware.native_bf16_flags(cpuinfo(tmp_path, ZEN_3))
     precision, why = hardware.auto_precision("cpu", cpuinfo(tmp_path, ZEN_3))
     assert precision == "32-true" and "no native bf16" in why
     assert hardware.cpu_flags(tmp_path / "missing") == set()  # no /proc (macOS): fp32, no error

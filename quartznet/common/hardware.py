@@ -30,8 +30,9 @@ def cpu_flags(cpuinfo: Path | None = None) -> set[str]:
     return set()
 
 
-def cpu_has_native_bf16(cpuinfo: Path | None = None) -> bool:
-    return any(flag in cpu_flags(cpuinfo) for flag in CPU_BF16_FLAGS)
+def native_bf16_flags(cpuinfo: Path | None = None) -> list[str]:
+    """The native-bf16 flags this CPU reports (sorted); empty where bf16 would be emulated."""
+    return sorted(cpu_flags(cpuinfo) & set(CPU_BF16_FLAGS))
 
 
 def auto_precision(accelerator: str, cpuinfo: Path | None = None) -> tuple[str, str]:
@@ -45,7 +46,7 @@ def auto_precision(accelerator: str, cpuinfo: Path | None = None) -> tuple[str, 
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return "bf16-mixed", "the GPU supports bf16"
         return "16-mixed", "the GPU has no bf16; fp16 with a grad scaler"
-    native = sorted(cpu_flags(cpuinfo) & set(CPU_BF16_FLAGS))
+    native = native_bf16_flags(cpuinfo)
     if native:
         return "bf16-mixed", f"the CPU has native bf16 ({', '.join(native)})"
     return "32-true", f"the CPU has no native bf16 ({' or '.join(CPU_BF16_FLAGS)}); emulated bf16 would be slower"
