@@ -88,7 +88,7 @@ demo: setup
 demo-voices: setup
 	@echo "==> [1/4] synthesising the many-voice corpus (espeak-ng, flite, festival) into $(DATA)/voices_asr"
 	$(PY) -m data_prep.synthetic asr --out $(DATA)/voices_asr --engines espeak,flite,festival --train-utterances 3600 \
-		--vocabulary 5000
+		--vocabulary 5000 --numbers 0.25
 	@echo "==> [2/4] building the real-speech dev set (pocketsphinx-testdata) into $(DATA)/real_dev"
 	$(PY) -m data_prep.real_speech --out $(DATA)/real_dev
 	@echo "==> [3/4] training QuartzNet-small with voice and channel augmentation (runs/demo_asr_voices)"

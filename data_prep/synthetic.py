@@ -26,13 +26,18 @@ same corpus as before the option existed.
 `--vocabulary N` draws the sentences from the N most frequent words of festival's Wall Street Journal
 lexicon (Debian: festlex-poslex) instead of the built-in 270-word list, weighted by the square root
 of their frequency: a model trained on it has to spell words, not recognise a closed set.
+`--numbers F` puts a spoken number into a fraction F of the sentences, at a random place: a digit
+string ("two nine three four zero") or an amount ("three hundred forty two"). The WSJ text behind the
+lexicon writes numbers as digits, so its list barely has number words ("ten" ranks 4,951st, "twenty"
+is missing), while people say numbers all the time.
 
 Output depends only on the settings, the seed and the engine versions (recorded in <out>/corpus.json):
 the same command gives the same bytes. Work runs on all cores, and a rerun only makes what is missing.
 
     python -m data_prep.synthetic asr --out data/synthetic_asr
     python -m data_prep.synthetic asr --out data/mixed_asr --engines espeak,flite,festival
-    python -m data_prep.synthetic asr --out data/voices_asr --engines espeak,flite,festival --vocabulary 5000
+    python -m data_prep.synthetic asr --out data/voices_asr --engines espeak,flite,festival --vocabulary 5000 \
+        --numbers 0.25
     python -m data_prep.synthetic kws --out data/synthetic_kws --seed 1
 """
 
@@ -591,6 +596,48 @@ def unique_sentences(
     raise PrepError(f"cannot make {count} distinct sentences of {min_words}-{max_words} words from {len(words)} words")
 
 
+_UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen"
+).split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def spoken_cardinal(value: int) -> str:
+    """0 <= value < 1,000,000 as words, American style without "and": 342 -> "three hundred forty two"."""
+    if not 0 <= value < 1_000_000:
+        raise ValueError(f"spoken_cardinal covers 0-999999, got {value}")
+    if value < 20:
+        return _UNITS[value]
+    if value < 100:
+        tens, unit = divmod(value, 10)
+        return _TENS[tens] + (f" {_UNITS[unit]}" if unit else "")
+    size, name = (100, "hundred") if value < 1000 else (1000, "thousand")
+    high, rest = divmod(value, size)
+    return f"{spoken_cardinal(high)} {name}" + (f" {spoken_cardinal(rest)}" if rest else "")
+
+
+def spoken_number(rng: random.Random) -> str:
+    """A digit string of 1-7 digits (codes, phone numbers) or an amount below 10,000, half and half."""
+    if rng.random() < 0.5:
+        return " ".join(_UNITS[rng.randrange(10)] for _ in range(rng.randint(1, 7)))
+    return spoken_cardinal(rng.randrange(10 ** rng.randint(1, 4)))
+
+
+def add_numbers(sentences: Sequence[str], fraction: float, seed: int) -> list[str]:
+    """Insert a spoken number at a random place into a `fraction` of the sentences. The draws have their
+    own seeded stream, so every other draw of a corpus (sentences, voices, prosody) stays as without it."""
+    rng = random.Random(f"numbers-{seed}")
+    result = []
+    for sentence in sentences:
+        if rng.random() < fraction:
+            words = sentence.split()
+            words.insert(rng.randint(0, len(words)), spoken_number(rng))
+            sentence = " ".join(words)
+        result.append(sentence)
+    return result
+
+
 def plan_asr(
     out: Path,
     seed: int,
@@ -600,6 +647,7 @@ def plan_asr(
     accents: Sequence[str] = ASR_ACCENTS,
     engines: Sequence[str] = DEFAULT_ENGINES,
     vocabulary: int = 0,
+    numbers: float = 0.0,
 ) -> tuple[list[Utterance], dict]:
     """The utterances of every split, and the speakers (LibriSpeech id -> voice, variant, split, and in
     corpora of several engines engine and person)."""
@@ -610,7 +658,8 @@ def plan_asr(
     }
     rng = random.Random(seed)
     words, weights = lexicon_vocabulary(vocabulary) if vocabulary else (load_words(), None)
-    sentences = iter(unique_sentences(rng, words, sum(sizes.values()), min_words, max_words, weights))
+    sentences = unique_sentences(rng, words, sum(sizes.values()), min_words, max_words, weights)
+    sentences = iter(add_numbers(sentences, numbers, seed) if numbers else sentences)
     utterances, counters = [], defaultdict(int)
     for split in ASR_SPLITS:
         for _ in range(sizes[split]):
@@ -662,10 +711,12 @@ def generate_asr(
     accents: Sequence[str] = ASR_ACCENTS,
     engines: Sequence[str] = DEFAULT_ENGINES,
     vocabulary: int = 0,
+    numbers: float = 0.0,
     jobs: int | None = None,
 ) -> dict[str, Path]:
     """Make (or finish) the ASR corpus and its manifests; returns split -> manifest. `vocabulary` > 0 draws
-    sentences from that many words of festival's WSJ lexicon instead of data_prep/wordlist.txt."""
+    sentences from that many words of festival's WSJ lexicon instead of data_prep/wordlist.txt; `numbers`
+    is the fraction of sentences that get a spoken number."""
     out = Path(out)
     sizes = {"train": train, "dev": dev, "test": test}
     if not 1 <= min_words <= max_words:
@@ -674,7 +725,11 @@ def generate_asr(
     versions = engine_versions(engines)
     if vocabulary < 0:
         raise PrepError(f"--vocabulary must be 0 (the built-in word list) or a word count, got {vocabulary}")
-    utterances, speakers = plan_asr(out.absolute(), seed, sizes, min_words, max_words, accents, engines, vocabulary)
+    if not 0.0 <= numbers <= 1.0:
+        raise PrepError(f"--numbers is a fraction of the sentences, from 0 to 1; got {numbers}")
+    utterances, speakers = plan_asr(
+        out.absolute(), seed, sizes, min_words, max_words, accents, engines, vocabulary, numbers
+    )
     settings = {"corpus": "asr", "seed": seed, "sizes": sizes, "min_words": min_words, "max_words": max_words,
                 "accents": list(accents), "max_pauses": [MAX_LEADING_PAUSE, MAX_TRAILING_PAUSE], "pause_power": 3,
                 "clean_fraction": CLEAN_FRACTION, "snr_db": list(ASR_SNR_DB)}
@@ -683,6 +738,8 @@ def generate_asr(
                      "reference_rate": REFERENCE_RATE, "pitch_span": PITCH_SPAN}
     if vocabulary:  # likewise
         settings |= {"vocabulary": {"source": WSJ_LEXICON.name, "words": vocabulary, "weights": "sqrt(frequency)"}}
+    if numbers:  # likewise
+        settings |= {"numbers": {"fraction": numbers, "digit_strings": [1, 7], "amounts_below": 10_000}}
     claim_output(out, {"settings": settings, **versions, "speakers": speakers})
     render_all(render_sentence, utterances, jobs or os.cpu_count() or 1, "synthesise asr")
     write_transcripts(utterances)
@@ -833,6 +890,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw sentences from the N most frequent words of festival's WSJ lexicon (festlex-poslex) instead "
         "of the built-in 270-word list (default: 0, the built-in list)",
     )
+    asr.add_argument(
+        "--numbers", type=float, default=0.0,
+        help="fraction of the sentences that get a spoken number, a digit string or an amount (default: 0)",
+    )
     kws.add_argument("--train-speakers", type=int, default=96, help="default: %(default)s")
     kws.add_argument("--val-speakers", type=int, default=12, help="default: %(default)s")
     kws.add_argument("--test-speakers", type=int, default=12, help="default: %(default)s")
@@ -856,6 +917,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 accents=args.accents,
                 engines=args.engines,
                 vocabulary=args.vocabulary,
+                numbers=args.numbers,
                 jobs=args.jobs,
             )
         else:

@@ -13,6 +13,7 @@ import shutil
 import tarfile
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -399,6 +400,51 @@ def test_lexicon_vocabulary_recovers_counts_from_tag_probabilities(tmp_path: Pat
     rng = random.Random(0)
     sentences = synthetic.unique_sentences(rng, words, 20, 2, 3, weights)
     assert len(set(sentences)) == 20 and all(set(s.split()) <= set(words) for s in sentences)
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [(0, "zero"), (13, "thirteen"), (40, "forty"), (42, "forty two"), (100, "one hundred"),
+     (305, "three hundred five"), (1000, "one thousand"), (2019, "two thousand nineteen"),
+     (999_999, "nine hundred ninety nine thousand nine hundred ninety nine")],
+)
+def test_spoken_cardinal(value: int, words: str) -> None:
+    assert synthetic.spoken_cardinal(value) == words
+
+
+def test_spoken_cardinal_refuses_values_it_cannot_say() -> None:
+    for value in (-1, 1_000_000):
+        with pytest.raises(ValueError, match="0-999999"):
+            synthetic.spoken_cardinal(value)
+
+
+def test_add_numbers_puts_spoken_numbers_into_a_seeded_fraction_of_sentences() -> None:
+    sentences = [f"w{i} x{i} y{i}" for i in range(2000)]
+    numbered = synthetic.add_numbers(sentences, 0.25, seed=5)
+    assert numbered == synthetic.add_numbers(sentences, 0.25, seed=5)
+    assert numbered != synthetic.add_numbers(sentences, 0.25, seed=6)
+    assert synthetic.add_numbers(sentences, 0.0, seed=5) == sentences
+    changed = [(old, new) for old, new in zip(sentences, numbered) if old != new]
+    assert 0.22 < len(changed) / len(sentences) < 0.28
+    number_words = set(synthetic.spoken_cardinal(v) for v in range(20)) | {"hundred", "thousand"}
+    number_words |= {synthetic.spoken_cardinal(10 * t) for t in range(2, 10)}
+    for old, new in changed:
+        kept = [word for word in new.split() if word not in number_words]
+        assert kept == old.split()  # the sentence's own words, in order, around one inserted number
+        assert 1 <= len(new.split()) - len(old.split()) <= 7
+    digit_strings = [new for old, new in changed if "hundred" not in new and "thousand" not in new]
+    assert 0.3 < len(digit_strings) / len(changed) < 0.8  # digit strings and amounts both come up
+
+
+@needs_espeak
+def test_numbers_leave_every_other_draw_of_the_corpus_unchanged(tmp_path: Path) -> None:
+    sizes = {"train": 40, "dev": 5, "test": 5}
+    plain, _ = synthetic.plan_asr(tmp_path, 1, sizes, 2, 6)
+    numbered, _ = synthetic.plan_asr(tmp_path, 1, sizes, 2, 6, numbers=0.5)
+    assert [replace(u, text="") for u in plain] == [replace(u, text="") for u in numbered]
+    assert 10 < sum(a.text != b.text for a, b in zip(plain, numbered)) < 40
+    with pytest.raises(PrepError, match="--numbers is a fraction"):
+        synthetic.main(["asr", "--out", str(tmp_path / "bad"), "--numbers", "1.5"])
 
 
 @needs_espeak
