@@ -19,7 +19,7 @@ is the share of padded samples in the audio batches the model saw.
 With --speed both perturb speed by 0.85-1.15, each in its own way: NeMo per utterance in the
 DataLoader worker (`train_ds.augmentor.speed`, continuous rates, resampy's kaiser_fast, the type its
 QuartzNet configs use); quartznet per batch on the model's device (`model.waveform_augment`) and,
-in a third column, per utterance in the worker (`data.augment`, the demo's default).
+in a third column, per utterance in the worker (`data.augment`, the demo's default until 2026-12-02).
 """
 
 from __future__ import annotations
@@ -96,15 +96,12 @@ def quartznet_overrides(manifest: str, speed: str, run_dir: str) -> list[str]:
         "logger.csv=null",
         f"paths.run_dir={run_dir}",
     ]
-    if speed != "worker":
-        overrides.append("data.augment=null")
-    if speed == "device":
-        lo, hi = SPEED_RANGE
-        overrides += [
-            "+model.waveform_augment.speed_prob=1.0",
-            f"+model.waveform_augment.min_speed={lo}",
-            f"+model.waveform_augment.max_speed={hi}",
-        ]
+    # Both places are set whatever the demo's default, so each mode means the same in every version.
+    lo, hi = SPEED_RANGE
+    speed_options = f"{{speed_prob: 1.0, min_speed: {lo}, max_speed: {hi}}}"
+    overrides.append(f"data.augment={speed_options}" if speed == "worker" else "data.augment=null")
+    device_options = speed_options if speed == "device" else "null"
+    overrides.append(f"++model.waveform_augment={device_options}")
     return overrides
 
 
