@@ -601,6 +601,8 @@ _UNITS = (
     "seventeen eighteen nineteen"
 ).split()
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+DIGIT_STRING_LENGTHS = (1, 7)  # spoken digit strings: codes, phone numbers
+AMOUNT_DIGITS = 4  # spoken amounts: below 10,000
 
 
 def spoken_cardinal(value: int) -> str:
@@ -618,10 +620,10 @@ def spoken_cardinal(value: int) -> str:
 
 
 def spoken_number(rng: random.Random) -> str:
-    """A digit string of 1-7 digits (codes, phone numbers) or an amount below 10,000, half and half."""
+    """A digit string or an amount, half and half; amounts have 1 to AMOUNT_DIGITS digits, equally often."""
     if rng.random() < 0.5:
-        return " ".join(_UNITS[rng.randrange(10)] for _ in range(rng.randint(1, 7)))
-    return spoken_cardinal(rng.randrange(10 ** rng.randint(1, 4)))
+        return " ".join(_UNITS[rng.randrange(10)] for _ in range(rng.randint(*DIGIT_STRING_LENGTHS)))
+    return spoken_cardinal(rng.randrange(10 ** rng.randint(1, AMOUNT_DIGITS)))
 
 
 def add_numbers(sentences: Sequence[str], fraction: float, seed: int) -> list[str]:
@@ -659,7 +661,7 @@ def plan_asr(
     rng = random.Random(seed)
     words, weights = lexicon_vocabulary(vocabulary) if vocabulary else (load_words(), None)
     sentences = unique_sentences(rng, words, sum(sizes.values()), min_words, max_words, weights)
-    sentences = iter(add_numbers(sentences, numbers, seed) if numbers else sentences)
+    sentences = iter(add_numbers(sentences, numbers, seed))
     utterances, counters = [], defaultdict(int)
     for split in ASR_SPLITS:
         for _ in range(sizes[split]):
@@ -739,7 +741,8 @@ def generate_asr(
     if vocabulary:  # likewise
         settings |= {"vocabulary": {"source": WSJ_LEXICON.name, "words": vocabulary, "weights": "sqrt(frequency)"}}
     if numbers:  # likewise
-        settings |= {"numbers": {"fraction": numbers, "digit_strings": [1, 7], "amounts_below": 10_000}}
+        settings |= {"numbers": {"fraction": numbers, "digit_strings": list(DIGIT_STRING_LENGTHS),
+                                 "amounts_below": 10**AMOUNT_DIGITS}}
     claim_output(out, {"settings": settings, **versions, "speakers": speakers})
     render_all(render_sentence, utterances, jobs or os.cpu_count() or 1, "synthesise asr")
     write_transcripts(utterances)
