@@ -51,7 +51,8 @@ speech-tools:
 	for tool in espeak-ng flite festival; do \
 		command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
 	done; \
-	for package in festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festlex-poslex pocketsphinx-testdata; do \
+	for package in festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k festvox-itapc16k \
+		festvox-suopuhe-lj festvox-suopuhe-mv festlex-poslex pocketsphinx-testdata; do \
 		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q " installed$$" || missing="$$missing $$package"; \
 	done; \
 	if [ -z "$$missing" ]; then \
@@ -64,7 +65,8 @@ speech-tools:
 		echo "WARNING: missing and not installable automatically (not root or no apt-get):$$missing"; \
 		echo "         Install them with your package manager (e.g. 'sudo apt-get install$$missing')."; \
 		echo "         espeak-ng makes the synthetic corpora (make demo, the tests that speak); flite and festival"; \
-		echo "         add recorded voices (data_prep.synthetic asr --engines), festlex-poslex the --vocabulary words;"; \
+		echo "         add recorded voices (data_prep.synthetic asr --engines; the Italian and Finnish festvox voices"; \
+		echo "         read English with an accent), festlex-poslex the --vocabulary words;"; \
 		echo "         pocketsphinx-testdata is real speech for data_prep.real_speech."; \
 	fi
 

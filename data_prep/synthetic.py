@@ -20,8 +20,10 @@ espeak,flite,festival`): flite's kal, kal16, awb, rms and slt, and festival's ka
 and cmu_us_slt_arctic_hts (Debian: flite, festival, festvox-kallpc16k, festvox-kdlpc16k,
 festvox-us-slt-hts). Their speakers are the recorded people: one person is held out for dev and one for
 test from every engine at once (flite's slt and festival's slt are the same woman), and each split draws
-its utterances evenly from the engines that have voices in it. The default, espeak-ng alone, makes the
-same corpus as before the option existed.
+its utterances evenly from the engines that have voices in it. `accented` adds four more people: the
+speakers of festival's Italian and Finnish voices (festvox-italp16k, festvox-itapc16k, festvox-suopuhe-lj,
+festvox-suopuhe-mv) reading English with their accent, through festival's English front end
+(data_prep/accents.py). The default, espeak-ng alone, makes the same corpus as before the option existed.
 
 `--vocabulary N` draws the sentences from the N most frequent words of festival's Wall Street Journal
 lexicon (Debian: festlex-poslex) instead of the built-in 270-word list, weighted by the square root
@@ -65,7 +67,7 @@ import soundfile
 import torch
 import torchaudio
 
-from data_prep import librispeech, speech_commands
+from data_prep import accents, librispeech, speech_commands
 from data_prep.common import (
     PrepError,
     parse_args_with_debug,
@@ -301,7 +303,7 @@ def claim_output(out: Path, description: dict) -> None:
 # espeak-ng is a formant synthesiser: its voices are rules, none of them a person, and a model trained on
 # them alone fails on people. flite and festival voices are made from recordings of real speakers.
 
-ENGINE_NAMES = ("espeak", "flite", "festival")  # the canonical order: corpora record engines in it
+ENGINE_NAMES = ("espeak", "flite", "festival", "accented")  # the canonical order: corpora record engines in it
 DEFAULT_ENGINES = ("espeak",)
 # Recorded people per held-out group (dev, test). There are only five people behind all the recorded
 # voices, so each held-out group gets one and training keeps the rest.
@@ -373,16 +375,22 @@ class RecordedEngine:
         stretch = REFERENCE_RATE / utterance.rate * shift
         with tempfile.TemporaryDirectory(prefix=f"synthetic-{self.name}-") as folder:
             wav = Path(folder) / "speech.wav"
-            command, stdin = self.command(utterance.voice, utterance.text, stretch, wav)
-            result = subprocess.run(command, input=stdin, capture_output=True, check=False)
-            # festival reports Scheme errors on stderr but still exits with 0
-            if result.returncode != 0 or b"ERROR" in result.stderr or not wav.is_file() or wav.stat().st_size <= 44:
-                raise PrepError(
-                    f"{self.name} failed for {utterance.path} ({' '.join(command)}): "
-                    f"{result.stderr.decode(errors='replace').strip()}"
-                )
+            try:
+                self.render(utterance.voice, utterance.text, stretch, wav)
+            except PrepError as error:
+                raise PrepError(f"{self.name} failed for {utterance.path}: {error}") from None
+            if not wav.is_file() or wav.stat().st_size <= 44:
+                raise PrepError(f"{self.name} wrote no audio for {utterance.path} ({utterance.voice}: {utterance.text!r})")
             samples, rate = soundfile.read(str(wav), dtype="float32", always_2d=True)
         return samples.mean(axis=1), max(RATE_STEP, round(rate * shift / RATE_STEP) * RATE_STEP)
+
+    def render(self, voice: str, text: str, stretch: float, wav: Path) -> None:
+        """Write `text` in `voice` to `wav`, `stretch` times slower; PrepError with the engine's message if it fails."""
+        command, stdin = self.command(voice, text, stretch, wav)
+        result = subprocess.run(command, input=stdin, capture_output=True, check=False)
+        # festival reports Scheme errors on stderr but still exits with 0
+        if result.returncode != 0 or b"ERROR" in result.stderr:
+            raise PrepError(f"({' '.join(command)}): {result.stderr.decode(errors='replace').strip()}")
 
 
 class Flite(RecordedEngine):
@@ -432,7 +440,32 @@ class Festival(RecordedEngine):
         return command, text.encode()
 
 
-RECORDED_ENGINES: dict[str, RecordedEngine] = {"flite": Flite(), "festival": Festival()}
+class AccentedFestival(Festival):
+    """English read by the people behind festival's Italian and Finnish voices (data_prep/accents.py):
+    four more recorded persons, each with an accent."""
+
+    name, program = "accented", "festival"
+    packages = ("festival", "festvox-kallpc16k", "festvox-italp16k", "festvox-itapc16k", "festvox-suopuhe-lj",
+                "festvox-suopuhe-mv")
+    voices = {voice: accent.person for voice, accent in accents.VOICES.items()}
+
+    def installed_voices(self) -> set[str]:
+        installed = super().installed_voices()
+        if accents.FRONT_END_VOICE not in installed:
+            raise PrepError(
+                f"{self.name} reads English through festival's {accents.FRONT_END_VOICE} voice, which is not "
+                "installed; install it with `sudo apt-get install festvox-kallpc16k` (or `make speech-tools`)"
+            )
+        return installed
+
+    def render(self, voice: str, text: str, stretch: float, wav: Path) -> None:
+        try:
+            accents.speak_with_accent(voice, text, stretch, wav)
+        except accents.FestivalError as error:
+            raise PrepError(f"festival ({voice}): {error}") from None
+
+
+RECORDED_ENGINES: dict[str, RecordedEngine] = {"flite": Flite(), "festival": Festival(), "accented": AccentedFestival()}
 
 
 def speak(utterance: Utterance) -> tuple[np.ndarray, int]:
