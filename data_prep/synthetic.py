@@ -305,8 +305,8 @@ def claim_output(out: Path, description: dict) -> None:
 
 ENGINE_NAMES = ("espeak", "flite", "festival", "accented")  # the canonical order: corpora record engines in it
 DEFAULT_ENGINES = ("espeak",)
-# Recorded people per held-out group (dev, test). There are only five people behind all the recorded
-# voices, so each held-out group gets one and training keeps the rest.
+# Recorded people per held-out group (dev, test). There are only five people behind all the English
+# recorded voices (nine with the accented ones), so each held-out group gets one and training keeps the rest.
 HELD_OUT_PERSONS = 1
 # Rate and pitch are drawn on espeak-ng's scales (words per minute, 0..99) for every utterance. A recorded
 # voice keeps its own pace and pitch, so the draws become changes relative to them: REFERENCE_RATE (the
@@ -380,7 +380,9 @@ class RecordedEngine:
             except PrepError as error:
                 raise PrepError(f"{self.name} failed for {utterance.path}: {error}") from None
             if not wav.is_file() or wav.stat().st_size <= 44:
-                raise PrepError(f"{self.name} wrote no audio for {utterance.path} ({utterance.voice}: {utterance.text!r})")
+                raise PrepError(
+                    f"{self.name} wrote no audio for {utterance.path} ({utterance.voice}: {utterance.text!r})"
+                )
             samples, rate = soundfile.read(str(wav), dtype="float32", always_2d=True)
         return samples.mean(axis=1), max(RATE_STEP, round(rate * shift / RATE_STEP) * RATE_STEP)
 
