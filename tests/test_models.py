@@ -43,6 +43,25 @@ def test_stride_with_dilation_is_refused():
         MaskedConv1d(4, 4, 3, stride=2, dilation=2)
 
 
+@pytest.mark.parametrize(("kernel", "dilation"), [(29, 2), (5, 3)])
+def test_dilated_depthwise_conv_matches_conv1d_in_values_and_gradients(kernel, dilation):
+    """On CPU the dilated depthwise conv runs as an undilated kernel with zeros between its taps."""
+    torch.manual_seed(0)
+    conv = MaskedConv1d(6, 6, kernel, dilation=dilation, groups=6)
+    x = torch.randn(2, 6, 40)
+    mask = valid_mask(torch.tensor([40, 40]), 40)
+    out = conv(to_frames_layout(x), mask).squeeze(2)
+    (weight_grad,) = torch.autograd.grad(out.square().sum(), conv.conv.weight)
+    reference = torch.nn.functional.conv1d(x, conv.conv.weight, padding=conv.conv.padding, dilation=dilation, groups=6)
+    (reference_grad,) = torch.autograd.grad(reference.square().sum(), conv.conv.weight)
+    assert out.shape == reference.shape == (2, 6, 40)
+    torch.testing.assert_close(out, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(weight_grad, reference_grad, atol=1e-4, rtol=1e-5)
+    assert quartznet.network.blocks.spread_taps(conv.conv.weight.unsqueeze(2), dilation).shape[-1] == (
+        dilation * (kernel - 1) + 1
+    )
+
+
 def test_block_layout_matches_nemo_indices():
     block = JasperBlock(8, 16, repeat=3, kernel=5, residual=True, separable=True, se=True)
     kinds = [type(layer).__name__ for layer in block.mconv]

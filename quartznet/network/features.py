@@ -125,7 +125,9 @@ class StftPower(nn.Module):
             x, self.n_fft, hop_length=self.hop_length, win_length=self.win_length,
             window=window, center=False, return_complex=True,
         )
-        return torch.view_as_real(spec).pow(2).sum(-1)
+        # Bit-identical to summing view_as_real(spec) ** 2 over its last axis, which reduces an axis of 2 and
+        # took ~4% of a demo training step.
+        return spec.real.square() + spec.imag.square()
 
 
 class FilterbankFeatures(nn.Module):
