@@ -77,7 +77,7 @@ test: setup
 # voices and sentences. ~20 minutes on 2 AVX-512 cores, ~37 without AVX-512 (docs/benchmarks.md).
 demo: setup
 	@echo "==> [1/3] synthesising the speech corpus (espeak-ng) into $(DATA)/synthetic_asr"
-	$(PY) -m data_prep.synthetic asr --out $(DATA)/synthetic_asr --train-utterances 4800
+	$(PY) -m data_prep.synthetic asr --out $(DATA)/synthetic_asr
 	@echo "==> [2/3] training QuartzNet-small on CPU (runs/demo_asr)"
 	$(PY) train.py experiment=demo_asr paths.data_dir=$(DATA) paths.runs_dir=$(RUNS)
 	@echo "==> [3/3] evaluating on the held-out test set"

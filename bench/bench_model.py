@@ -1,6 +1,8 @@
-"""QuartzNet 15x5 speed on this machine: inference real-time factor and one training step.
+"""QuartzNet speed on this machine: inference real-time factor and one training step.
 
-    .venv/bin/python bench/bench_model.py [--threads 2] [--runs 10] [--json out.json]
+    .venv/bin/python bench/bench_model.py [--model quartznet_15x5] [--threads 2] [--runs 10] [--json out.json]
+
+`--model` names a config of conf/model/ (quartznet_slim: the `make demo` model).
 
 Inference: batch 1 x 10 s of audio, fp32, features included, eval mode, torch.inference_mode().
 Training: batch 4 x 5 s, forward (features, encoder, head) + CTC loss + backward + NovoGrad step.
@@ -18,14 +20,20 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
 
 from quartznet.models import CTCModel
 from quartznet.network.heads import ctc_loss
 from quartznet.optim.novograd import NovoGrad
 
 SAMPLE_RATE = 16000
-CONFIG = Path(__file__).resolve().parents[1] / "conf" / "model" / "quartznet_15x5.yaml"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def model_config(name: str):
+    """The `model` section of conf/model/<name>.yaml, its defaults list applied."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose("train", overrides=[f"model={name}"]).model
 
 
 def median_seconds(step, warmup: int, runs: int) -> tuple[float, list[float]]:
@@ -74,6 +82,7 @@ def bench_training_step(model: CTCModel, batch: int, seconds: float, warmup: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="quartznet_15x5", help="a config of conf/model/ (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default: 2)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=10)
@@ -82,15 +91,16 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = CTCModel(OmegaConf.load(CONFIG))
+    model = CTCModel(model_config(args.model))
     results = {
+        "model": args.model,
         "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}",
         "parameters": model.num_weights,
         "inference_1x10s": bench_inference(model, 10.0, args.warmup, args.runs),
         "train_step_4x5s": bench_training_step(model, 4, 5.0, max(1, args.warmup - 1), max(3, args.runs // 2)),
     }
     inference, training = results["inference_1x10s"], results["train_step_4x5s"]
-    print(f"QuartzNet 15x5 ({results['parameters']:,} parameters), {results['machine']}")
+    print(f"{args.model} ({results['parameters']:,} parameters), {results['machine']}")
     print(f"inference 1 x 10 s, fp32: {inference['median_s'] * 1000:.0f} ms median, RTF {inference['rtf']:.4f}")
     print(f"training step 4 x 5 s (fwd + CTC + bwd + NovoGrad): {training['median_s']:.3f} s median")
     if args.json:
