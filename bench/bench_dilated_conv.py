@@ -11,10 +11,9 @@ after 3 warm-up runs. The two give the same outputs and gradients (checked here 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from bench_model import median_seconds  # bench/ is on sys.path when this file runs
 
 from quartznet.network.blocks import spread_taps
 
@@ -26,17 +25,6 @@ SHAPES = [
     ("15x5 C2, batch 4 x 12 s", 4, 512, 600, 87),
 ]
 DILATION = 2
-
-
-def median_ms(step, runs: int) -> float:
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:
@@ -63,9 +51,9 @@ def main() -> None:
         timings = []
         for conv in (dilated, spread):
             with torch.no_grad():
-                forward = median_ms(conv, args.runs)
-            both = median_ms(lambda: torch.autograd.grad(conv().square().sum(), (x, weight)), args.runs)
-            timings.append((forward, both))
+                forward, _ = median_seconds(conv, 3, args.runs)
+            both, _ = median_seconds(lambda: torch.autograd.grad(conv().square().sum(), (x, weight)), 3, args.runs)
+            timings.append((forward * 1000, both * 1000))
         (fd, bd), (fs, bs) = timings
         print(f"| {name} | {fd:.2f} / {fs:.2f} ms ({fd / fs:.1f}x) | {bd:.2f} / {bs:.2f} ms ({bd / bs:.1f}x) |")
 
