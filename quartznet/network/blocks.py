@@ -110,8 +110,8 @@ class MaskedConv1d(nn.Module):
         weight, dilation = conv.weight.unsqueeze(2), conv.dilation[0]  # (C_out, C_in / groups, 1, K)
         if dilation > 1 and conv.groups > 1 and x.device.type == "cpu" and not torch.onnx.is_in_onnx_export():
             # oneDNN has no fast dilated depthwise kernel: a dilated kernel K is the undilated kernel
-            # dilation * (K - 1) + 1 with zeros between its taps, the same sums, 5-17x faster forward and
-            # 1.7-6x forward + backward (QuartzNet's C2, docs/benchmarks.md). Same padding, same lengths.
+            # dilation * (K - 1) + 1 with zeros between its taps, the same sums, 4-17x faster forward and
+            # 2-8x forward + backward (QuartzNet's C2, bench/bench_dilated_conv.py). Same padding, same lengths.
             weight, dilation = spread_taps(weight, dilation), 1
         return nn.functional.conv2d(
             x, weight, conv.bias,
