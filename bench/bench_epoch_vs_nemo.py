@@ -8,7 +8,7 @@ NeMo lives in its own virtual environment (it pins other versions of Lightning a
         resampy torch==2.11.0 torchaudio==2.11.0
 `compare` runs the two alternately, each epoch in a fresh process, and prints the medians.
 
-Both train the same network: the model section of `experiment=demo_asr` (conf/model/quartznet_small.yaml,
+Both train the same network: conf/model/quartznet_small.yaml (the demo's model until 2026-12-03;
 NovoGrad + cosine schedule, SpecAugment), which quartznet hands to NeMo in NeMo's own terms (the
 config a saved .nemo carries). Batch 16, fp32, 2 compute threads, 1 DataLoader worker, no validation,
 no checkpoints, no logger. quartznet batches by duration (its default, `data.num_buckets`); NeMo's
@@ -75,9 +75,9 @@ def epoch_timer(callback_base: type) -> Any:
 
 
 def quartznet_overrides(manifest: str, speed: str, run_dir: str) -> list[str]:
-    """`experiment=demo_asr` cut down to one bare training epoch; speed: "off", "device" or "worker"."""
+    """quartznet_small on the given corpus, one bare training epoch; speed: "off", "device" or "worker"."""
     overrides = [
-        "experiment=demo_asr",
+        "model=quartznet_small",
         f"data.train_manifest={manifest}",
         "data.validation_manifests=[]",
         "data.test_manifests=[]",
