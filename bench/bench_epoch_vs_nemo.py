@@ -1,4 +1,4 @@
-"""One training epoch of the demo model, quartznet against NVIDIA NeMo, on the same corpus and CPU threads.
+"""One training epoch of quartznet_small, quartznet against NVIDIA NeMo, on the same corpus and CPU threads.
 
     .venv/bin/python bench/bench_epoch_vs_nemo.py compare --manifest data/synthetic_asr/train.json \
         --nemo-python /tmp/nemo/.venv/bin/python [--runs 3] [--speed] [--json out.json]
