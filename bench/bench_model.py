@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_model.py [--model quartznet_15x5] [--threads 2] [--runs 10] [--json out.json]
 
-`--model` names a config of conf/model/ (quartznet_slim: the `make demo` model; quartznet_small: the
+`--model` names a config of conf/model/ (quartznet_slim: the `make demo` model; quartznet_wide: the
 `make demo-voices` one).
 
 Inference: batch 1 x 10 s of audio, fp32, features included, eval mode, torch.inference_mode().
