@@ -1,7 +1,7 @@
 """One training epoch of quartznet_small, quartznet against NVIDIA NeMo, on the same corpus and CPU threads.
 
     .venv/bin/python bench/bench_epoch_vs_nemo.py compare --manifest data/synthetic_asr/train.json \
-        --nemo-python /tmp/nemo/.venv/bin/python [--runs 3] [--speed] [--json out.json]
+        --nemo-python /tmp/nemo/.venv/bin/python [--runs 3] [--speed] [--num-buckets 32] [--json out.json]
 
 NeMo lives in its own virtual environment (it pins other versions of Lightning and friends), e.g.
     uv venv /tmp/nemo/.venv && uv pip install -p /tmp/nemo/.venv/bin/python "nemo_toolkit[asr]>=3.0,<3.1" \
@@ -11,10 +11,10 @@ NeMo lives in its own virtual environment (it pins other versions of Lightning a
 Both train the same network: conf/model/quartznet_small.yaml (the demo's model until 2026-12-03;
 NovoGrad + cosine schedule, SpecAugment), which quartznet hands to NeMo in NeMo's own terms (the
 config a saved .nemo carries). Batch 16, fp32, 2 compute threads, 1 DataLoader worker, no validation,
-no checkpoints, no logger. quartznet batches by duration (its default, `data.num_buckets`); NeMo's
-`train_ds` shuffles at random, as its configs do. The epoch time runs from Lightning's
-`on_train_epoch_start` to `on_train_epoch_end`, so process and model start-up are not in it. Padding
-is the share of padded samples in the audio batches the model saw.
+no checkpoints, no logger. quartznet batches by duration (the data config's `num_buckets`, or
+`--num-buckets`); NeMo's `train_ds` shuffles at random, as its configs do. The epoch time runs from
+Lightning's `on_train_epoch_start` to `on_train_epoch_end`, so process and model start-up are not in
+it. Padding is the share of padded samples in the audio batches the model saw.
 
 With --speed both perturb speed by 0.85-1.15, each in its own way: NeMo per utterance in the
 DataLoader worker (`train_ds.augmentor.speed`, continuous rates, resampy's kaiser_fast, the type its
@@ -74,8 +74,9 @@ def epoch_timer(callback_base: type) -> Any:
     return EpochTimer()
 
 
-def quartznet_overrides(manifest: str, speed: str, run_dir: str) -> list[str]:
-    """quartznet_small on the given corpus, one bare training epoch; speed: "off", "device" or "worker"."""
+def quartznet_overrides(manifest: str, speed: str, run_dir: str, num_buckets: int | None = None) -> list[str]:
+    """quartznet_small on the given corpus, one bare training epoch; speed: "off", "device" or "worker";
+    num_buckets: the duration buckets, None for the data config's."""
     overrides = [
         "model=quartznet_small",
         f"data.train_manifest={manifest}",
@@ -102,6 +103,8 @@ def quartznet_overrides(manifest: str, speed: str, run_dir: str) -> list[str]:
     overrides.append(f"data.augment={speed_options}" if speed == "worker" else "data.augment=null")
     device_options = speed_options if speed == "device" else "null"
     overrides.append(f"++model.waveform_augment={device_options}")
+    if num_buckets is not None:
+        overrides.append(f"data.num_buckets={num_buckets}")
     return overrides
 
 
@@ -112,7 +115,7 @@ def compose_quartznet(overrides: list[str]) -> Any:
         return compose("train", overrides=overrides)
 
 
-def run_quartznet(manifest: str, speed: str) -> dict[str, float]:
+def run_quartznet(manifest: str, speed: str, num_buckets: int | None = None) -> dict[str, float]:
     import hydra
     import pytorch_lightning as pl
     import torch
@@ -122,7 +125,7 @@ def run_quartznet(manifest: str, speed: str) -> dict[str, float]:
 
     torch.set_num_threads(THREADS)
     with tempfile.TemporaryDirectory() as run_dir:
-        cfg = compose_quartznet(quartznet_overrides(manifest, speed, run_dir))
+        cfg = compose_quartznet(quartznet_overrides(manifest, speed, run_dir, num_buckets))
         pl.seed_everything(cfg.seed)
         model = build_model(cfg)
         datamodule = hydra.utils.instantiate(cfg.data, labels=task_of(model).labels(model))
@@ -214,11 +217,14 @@ def compare(args: argparse.Namespace) -> None:
         )))
         nemo_config = Path(scratch) / "nemo_model.json"
         nemo_config.write_text(json.dumps(nemo_model_config(manifest, args.speed)))
+        buckets = [] if args.num_buckets is None else ["--num-buckets", str(args.num_buckets)]
         runners: dict[str, tuple[str, list[str]]] = {
-            "quartznet": (sys.executable, ["quartznet", manifest, "--speed", "device" if args.speed else "off"]),
+            "quartznet": (sys.executable, ["quartznet", manifest, "--speed", "device" if args.speed else "off", *buckets]),
         }
         if args.speed:
-            runners["quartznet, speed in the worker"] = (sys.executable, ["quartznet", manifest, "--speed", "worker"])
+            runners["quartznet, speed in the worker"] = (
+                sys.executable, ["quartznet", manifest, "--speed", "worker", *buckets]
+            )
         runners["NeMo"] = (args.nemo_python, ["nemo", str(nemo_config)])
 
         results: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
@@ -259,9 +265,12 @@ def main() -> None:
     cmp.add_argument("--runs", type=int, default=3)
     cmp.add_argument("--speed", action="store_true", help="speed perturbation 0.85-1.15 on in both")
     cmp.add_argument("--json", help="also write the results here")
+    buckets_help = "quartznet's duration buckets (default: conf/data/synthetic_asr.yaml's num_buckets)"
+    cmp.add_argument("--num-buckets", type=int, help=buckets_help)
     one = sub.add_parser("quartznet", help="one quartznet epoch (run by compare)")
     one.add_argument("manifest")
     one.add_argument("--speed", choices=("off", "device", "worker"), default="off")
+    one.add_argument("--num-buckets", type=int, help=buckets_help)
     nemo = sub.add_parser("nemo", help="one NeMo epoch from a model config written by compare")
     nemo.add_argument("config")
     args = parser.parse_args()
@@ -269,7 +278,7 @@ def main() -> None:
     if args.command == "compare":
         compare(args)
     elif args.command == "quartznet":
-        print(json.dumps(run_quartznet(args.manifest, args.speed)))
+        print(json.dumps(run_quartznet(args.manifest, args.speed, args.num_buckets)))
     else:
         print(json.dumps(run_nemo(args.config)))
 

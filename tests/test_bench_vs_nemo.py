@@ -29,6 +29,13 @@ def test_quartznet_side_is_one_bare_epoch_of_the_demo(bench, speed, tmp_path):
     assert (worker_speed, device_speed) == {"off": (0, 0), "device": (0, 1.0), "worker": (1.0, 0)}[speed]
 
 
+def test_bucket_count_reaches_the_data_config_only_when_given(bench, tmp_path):
+    default = bench.compose_quartznet(bench.quartznet_overrides("/data/train.json", "off", str(tmp_path)))
+    chosen = bench.compose_quartznet(bench.quartznet_overrides("/data/train.json", "off", str(tmp_path), 32))
+    assert chosen.data.num_buckets == 32
+    assert default.data.num_buckets != 32, "the default must stay the data config's own"
+
+
 @pytest.mark.parametrize("speed", [False, True])
 def test_nemo_side_gets_the_same_network_in_nemo_terms(bench, speed):
     config = bench.nemo_model_config("/data/train.json", speed)
