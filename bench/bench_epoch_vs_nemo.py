@@ -218,13 +218,13 @@ def compare(args: argparse.Namespace) -> None:
         nemo_config = Path(scratch) / "nemo_model.json"
         nemo_config.write_text(json.dumps(nemo_model_config(manifest, args.speed)))
         buckets = [] if args.num_buckets is None else ["--num-buckets", str(args.num_buckets)]
-        runners: dict[str, tuple[str, list[str]]] = {
-            "quartznet": (sys.executable, ["quartznet", manifest, "--speed", "device" if args.speed else "off", *buckets]),
-        }
+
+        def quartznet_runner(speed: str) -> tuple[str, list[str]]:
+            return sys.executable, ["quartznet", manifest, "--speed", speed, *buckets]
+
+        runners = {"quartznet": quartznet_runner("device" if args.speed else "off")}
         if args.speed:
-            runners["quartznet, speed in the worker"] = (
-                sys.executable, ["quartznet", manifest, "--speed", "worker", *buckets]
-            )
+            runners["quartznet, speed in the worker"] = quartznet_runner("worker")
         runners["NeMo"] = (args.nemo_python, ["nemo", str(nemo_config)])
 
         results: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
