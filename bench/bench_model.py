@@ -1,12 +1,16 @@
 """QuartzNet speed on this machine: inference real-time factor and one training step.
 
-    .venv/bin/python bench/bench_model.py [--model quartznet_15x5] [--threads 2] [--runs 10] [--json out.json]
+    .venv/bin/python bench/bench_model.py [--model quartznet_15x5] [--precision fp32|bf16] [--threads 2] [--runs 10]
+        [--json out.json]
 
 `--model` names a config of conf/model/ (quartznet_slim: the `make demo` model; quartznet_wide: the
 `make demo-voices` one).
 
-Inference: batch 1 x 10 s of audio, fp32, features included, eval mode, torch.inference_mode().
+Inference: batch 1 x 10 s of audio, features included, eval mode, torch.inference_mode().
 Training: batch 4 x 5 s, forward (features, encoder, head) + CTC loss + backward + NovoGrad step.
+`--precision bf16` runs both forwards under CPU bf16 autocast, as `trainer.precision=bf16-mixed` and
+`evaluate.py amp=true` do (features, squeeze-excitation and the CTC loss stay fp32); it pays only on CPUs
+with native bf16 (AMX or AVX512-BF16, `quartznet.common.hardware`).
 Each is the median of `--runs` timed runs after `--warmup` untimed ones. Inputs are seeded noise:
 speed does not depend on what is said. Results go in docs/benchmarks.md with the machine.
 """
@@ -14,6 +18,7 @@ speed does not depend on what is said. Results go in docs/benchmarks.md with the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -28,6 +33,7 @@ from quartznet.network.heads import ctc_loss
 from quartznet.optim.novograd import NovoGrad
 
 SAMPLE_RATE = 16000
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
@@ -48,20 +54,27 @@ def median_seconds(step, warmup: int, runs: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-def bench_inference(model: CTCModel, seconds: float, warmup: int, runs: int) -> dict:
+def autocast(precision: str) -> contextlib.AbstractContextManager:
+    dtype = AUTOCAST_DTYPES[precision]
+    return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def bench_inference(model: CTCModel, seconds: float, warmup: int, runs: int, precision: str = "fp32") -> dict:
     model.eval()
     audio = torch.randn(1, int(seconds * SAMPLE_RATE), generator=torch.Generator().manual_seed(0)) * 0.1
     lengths = torch.tensor([audio.shape[1]])
 
     def step():
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(precision):
             model(input_signal=audio, input_signal_length=lengths)
 
     median, times = median_seconds(step, warmup, runs)
     return {"batch": 1, "audio_s": seconds, "median_s": median, "rtf": median / seconds, "runs_s": times}
 
 
-def bench_training_step(model: CTCModel, batch: int, seconds: float, warmup: int, runs: int) -> dict:
+def bench_training_step(
+    model: CTCModel, batch: int, seconds: float, warmup: int, runs: int, precision: str = "fp32"
+) -> dict:
     model.train()
     generator = torch.Generator().manual_seed(0)
     audio = torch.randn(batch, int(seconds * SAMPLE_RATE), generator=generator) * 0.1
@@ -72,7 +85,8 @@ def bench_training_step(model: CTCModel, batch: int, seconds: float, warmup: int
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        log_probs, encoded_len, _ = model(input_signal=audio, input_signal_length=lengths)
+        with autocast(precision):
+            log_probs, encoded_len, _ = model(input_signal=audio, input_signal_length=lengths)
         loss = ctc_loss(log_probs, encoded_len, targets, target_len, model.blank_id)
         loss.backward()
         optimizer.step()
@@ -84,6 +98,7 @@ def bench_training_step(model: CTCModel, batch: int, seconds: float, warmup: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="quartznet_15x5", help="a config of conf/model/ (default: %(default)s)")
+    parser.add_argument("--precision", choices=sorted(AUTOCAST_DTYPES), default="fp32", help="default: %(default)s")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default: 2)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=10)
@@ -97,13 +112,16 @@ def main() -> None:
         "model": args.model,
         "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}",
         "parameters": model.num_weights,
-        "inference_1x10s": bench_inference(model, 10.0, args.warmup, args.runs),
-        "train_step_4x5s": bench_training_step(model, 4, 5.0, max(1, args.warmup - 1), max(3, args.runs // 2)),
+        "precision": args.precision,
+        "inference_1x10s": bench_inference(model, 10.0, args.warmup, args.runs, args.precision),
+        "train_step_4x5s": bench_training_step(
+            model, 4, 5.0, max(1, args.warmup - 1), max(3, args.runs // 2), args.precision
+        ),
     }
     inference, training = results["inference_1x10s"], results["train_step_4x5s"]
     print(f"{args.model} ({results['parameters']:,} parameters), {results['machine']}")
-    print(f"inference 1 x 10 s, fp32: {inference['median_s'] * 1000:.0f} ms median, RTF {inference['rtf']:.4f}")
-    print(f"training step 4 x 5 s (fwd + CTC + bwd + NovoGrad): {training['median_s']:.3f} s median")
+    print(f"inference 1 x 10 s, {args.precision}: {inference['median_s'] * 1000:.0f} ms median, RTF {inference['rtf']:.4f}")
+    print(f"training step 4 x 5 s, {args.precision} (fwd + CTC + bwd + NovoGrad): {training['median_s']:.3f} s median")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
