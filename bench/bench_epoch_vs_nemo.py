@@ -1,7 +1,8 @@
 """One training epoch of quartznet_small, quartznet against NVIDIA NeMo, on the same corpus and CPU threads.
 
     .venv/bin/python bench/bench_epoch_vs_nemo.py compare --manifest data/synthetic_asr/train.json \
-        --nemo-python /tmp/nemo/.venv/bin/python [--runs 3] [--speed] [--num-buckets 32] [--json out.json]
+        --nemo-python /tmp/nemo/.venv/bin/python [--runs 3] [--speed] [--num-buckets 32] \
+        [--precision bf16-mixed] [--json out.json]
 
 NeMo lives in its own virtual environment (it pins other versions of Lightning and friends), e.g.
     uv venv /tmp/nemo/.venv && uv pip install -p /tmp/nemo/.venv/bin/python "nemo_toolkit[asr]>=3.0,<3.1" \
@@ -11,7 +12,8 @@ NeMo lives in its own virtual environment (it pins other versions of Lightning a
 Both train the same network: conf/model/quartznet_small.yaml (the demo's model until 2026-12-03;
 NovoGrad + cosine schedule, SpecAugment), which quartznet hands to NeMo in NeMo's own terms (the
 config a saved .nemo carries). Batch 16, fp32, 2 compute threads, 1 DataLoader worker, no validation,
-no checkpoints, no logger. quartznet batches by duration (the data config's `num_buckets`, or
+no checkpoints, no logger (--precision bf16-mixed: both under Lightning's CPU bf16 autocast, for
+CPUs with native bf16). quartznet batches by duration (the data config's `num_buckets`, or
 `--num-buckets`); NeMo's `train_ds` shuffles at random, as its configs do. The epoch time runs from
 Lightning's `on_train_epoch_start` to `on_train_epoch_end`, so process and model start-up are not in
 it. Padding is the share of padded samples in the audio batches the model saw.
@@ -39,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 THREADS = 2
 BATCH_SIZE = 16
 SPEED_RANGE = (0.85, 1.15)
+PRECISIONS = ("32", "bf16-mixed")
 
 
 def epoch_timer(callback_base: type) -> Any:
@@ -74,9 +77,11 @@ def epoch_timer(callback_base: type) -> Any:
     return EpochTimer()
 
 
-def quartznet_overrides(manifest: str, speed: str, run_dir: str, num_buckets: int | None = None) -> list[str]:
+def quartznet_overrides(
+    manifest: str, speed: str, run_dir: str, num_buckets: int | None = None, precision: str = "32"
+) -> list[str]:
     """quartznet_small on the given corpus, one bare training epoch; speed: "off", "device" or "worker";
-    num_buckets: the duration buckets, None for the data config's."""
+    num_buckets: the duration buckets, None for the data config's; precision: Lightning's."""
     overrides = [
         "model=quartznet_small",
         f"data.train_manifest={manifest}",
@@ -85,7 +90,7 @@ def quartznet_overrides(manifest: str, speed: str, run_dir: str, num_buckets: in
         f"data.batch_size={BATCH_SIZE}",
         "data.num_workers=1",
         "trainer.max_epochs=1",
-        "trainer.precision=32",
+        f"trainer.precision={precision}",
         "+trainer.limit_val_batches=0",
         "+trainer.enable_model_summary=false",
         "callbacks.model_checkpoint=null",
@@ -115,7 +120,7 @@ def compose_quartznet(overrides: list[str]) -> Any:
         return compose("train", overrides=overrides)
 
 
-def run_quartznet(manifest: str, speed: str, num_buckets: int | None = None) -> dict[str, float]:
+def run_quartznet(manifest: str, speed: str, num_buckets: int | None, precision: str) -> dict[str, float]:
     import hydra
     import pytorch_lightning as pl
     import torch
@@ -125,7 +130,7 @@ def run_quartznet(manifest: str, speed: str, num_buckets: int | None = None) -> 
 
     torch.set_num_threads(THREADS)
     with tempfile.TemporaryDirectory() as run_dir:
-        cfg = compose_quartznet(quartznet_overrides(manifest, speed, run_dir, num_buckets))
+        cfg = compose_quartznet(quartznet_overrides(manifest, speed, run_dir, num_buckets, precision))
         pl.seed_everything(cfg.seed)
         model = build_model(cfg)
         datamodule = hydra.utils.instantiate(cfg.data, labels=task_of(model).labels(model))
@@ -167,7 +172,7 @@ def nemo_model_config(manifest: str, speed: bool) -> dict[str, Any]:
     return config
 
 
-def run_nemo(config_path: str) -> dict[str, float]:
+def run_nemo(config_path: str, precision: str) -> dict[str, float]:
     import lightning.pytorch as pl
     import torch
     from nemo.collections.asr.models import EncDecCTCModel
@@ -180,7 +185,7 @@ def run_nemo(config_path: str) -> dict[str, float]:
         accelerator="cpu",
         devices=1,
         max_epochs=1,
-        precision=32,
+        precision=precision,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         logger=False,
@@ -218,14 +223,15 @@ def compare(args: argparse.Namespace) -> None:
         nemo_config = Path(scratch) / "nemo_model.json"
         nemo_config.write_text(json.dumps(nemo_model_config(manifest, args.speed)))
         buckets = [] if args.num_buckets is None else ["--num-buckets", str(args.num_buckets)]
+        precision = ["--precision", args.precision]
 
         def quartznet_runner(speed: str) -> tuple[str, list[str]]:
-            return sys.executable, ["quartznet", manifest, "--speed", speed, *buckets]
+            return sys.executable, ["quartznet", manifest, "--speed", speed, *buckets, *precision]
 
         runners = {"quartznet": quartznet_runner("device" if args.speed else "off")}
         if args.speed:
             runners["quartznet, speed in the worker"] = quartznet_runner("worker")
-        runners["NeMo"] = (args.nemo_python, ["nemo", str(nemo_config)])
+        runners["NeMo"] = (args.nemo_python, ["nemo", str(nemo_config), *precision])
 
         results: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
         for run in range(args.runs):
@@ -246,14 +252,16 @@ def compare(args: argparse.Namespace) -> None:
             "steps": runs[0]["steps"],
         }
     nemo = summary["NeMo"]["median_epoch_s"]
-    print(f"\n{args.manifest}: {seconds_of_audio:.0f} s of audio, speed perturbation {'on' if args.speed else 'off'}")
+    print(f"\n{args.manifest}: {seconds_of_audio:.0f} s of audio, speed perturbation {'on' if args.speed else 'off'}, "
+          f"precision {args.precision}")
     print("| | epoch (median) | audio-s/s | padding | NeMo / this |")
     print("|---|---|---|---|---|")
     for name, s in summary.items():
         print(f"| {name} | {s['median_epoch_s']:.1f} s | {s['audio_s_per_s']:.0f} | {s['padding']:.1%} | "
               f"{nemo / s['median_epoch_s']:.2f}x |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"manifest": args.manifest, "speed": args.speed, "results": summary}, indent=2))
+        record = {"manifest": args.manifest, "speed": args.speed, "precision": args.precision, "results": summary}
+        Path(args.json).write_text(json.dumps(record, indent=2))
 
 
 def main() -> None:
@@ -267,20 +275,24 @@ def main() -> None:
     cmp.add_argument("--json", help="also write the results here")
     buckets_help = "quartznet's duration buckets (default: conf/data/synthetic_asr.yaml's num_buckets)"
     cmp.add_argument("--num-buckets", type=int, help=buckets_help)
+    precision_help = "Lightning's trainer precision for both (bf16-mixed: CPUs with native bf16)"
+    cmp.add_argument("--precision", choices=PRECISIONS, default="32", help=precision_help)
     one = sub.add_parser("quartznet", help="one quartznet epoch (run by compare)")
     one.add_argument("manifest")
     one.add_argument("--speed", choices=("off", "device", "worker"), default="off")
     one.add_argument("--num-buckets", type=int, help=buckets_help)
+    one.add_argument("--precision", choices=PRECISIONS, default="32", help=precision_help)
     nemo = sub.add_parser("nemo", help="one NeMo epoch from a model config written by compare")
     nemo.add_argument("config")
+    nemo.add_argument("--precision", choices=PRECISIONS, default="32", help=precision_help)
     args = parser.parse_args()
 
     if args.command == "compare":
         compare(args)
     elif args.command == "quartznet":
-        print(json.dumps(run_quartznet(args.manifest, args.speed, args.num_buckets)))
+        print(json.dumps(run_quartznet(args.manifest, args.speed, args.num_buckets, args.precision)))
     else:
-        print(json.dumps(run_nemo(args.config)))
+        print(json.dumps(run_nemo(args.config, args.precision)))
 
 
 if __name__ == "__main__":
