@@ -31,9 +31,10 @@ from hydra import compose, initialize_config_dir
 from quartznet.models import CTCModel
 from quartznet.network.heads import ctc_loss
 from quartznet.optim.novograd import NovoGrad
+from quartznet.tasks.evaluation import autocast_context
 
 SAMPLE_RATE = 16000
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = ("fp32", "bf16")
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
@@ -55,8 +56,8 @@ def median_seconds(step, warmup: int, runs: int) -> tuple[float, list[float]]:
 
 
 def autocast(precision: str) -> contextlib.AbstractContextManager:
-    dtype = AUTOCAST_DTYPES[precision]
-    return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    """CPU bf16 autocast for "bf16", as evaluate.py amp=true runs it; nothing for "fp32"."""
+    return autocast_context(torch.device("cpu"), enabled=precision == "bf16")
 
 
 def bench_inference(model: CTCModel, seconds: float, warmup: int, runs: int, precision: str = "fp32") -> dict:
@@ -98,7 +99,7 @@ def bench_training_step(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="quartznet_15x5", help="a config of conf/model/ (default: %(default)s)")
-    parser.add_argument("--precision", choices=sorted(AUTOCAST_DTYPES), default="fp32", help="default: %(default)s")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default: %(default)s")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default: 2)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=10)
