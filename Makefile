@@ -94,7 +94,7 @@ demo-voices: setup
 		--vocabulary 5000 --numbers 0.25
 	@echo "==> [2/4] building the real-speech dev set (pocketsphinx-testdata) into $(DATA)/real_dev"
 	$(PY) -m data_prep.real_speech --out $(DATA)/real_dev
-	@echo "==> [3/4] training QuartzNet-wide with voice and channel augmentation (runs/demo_asr_voices)"
+	@echo "==> [3/4] training QuartzNet-deep with voice and channel augmentation (runs/demo_asr_voices)"
 	$(PY) train.py experiment=demo_asr_voices paths.data_dir=$(DATA) paths.runs_dir=$(RUNS)
 	@echo "==> [4/4] evaluating on held-out voices and on real speech"
 	$(PY) evaluate.py checkpoint=$(RUNS)/demo_asr_voices/model.nemo manifest=$(DATA)/voices_asr/test.json \

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_model.py [--model quartznet_15x5] [--precision fp32|bf16] [--threads 2] [--runs 10]
         [--json out.json]
 
-`--model` names a config of conf/model/ (quartznet_slim: the `make demo` model; quartznet_wide: the
+`--model` names a config of conf/model/ (quartznet_slim: the `make demo` model; quartznet_deep: the
 `make demo-voices` one).
 
 Inference: batch 1 x 10 s of audio, features included, eval mode, torch.inference_mode().

@@ -20,6 +20,16 @@ def test_quartznet_parameter_counts(name, count):
 
 
 @pytest.mark.parametrize(
+    ("name", "count"),
+    [("quartznet_slim", 496_669), ("quartznet_small", 858_589), ("quartznet_wide", 1_318_813),
+     ("quartznet_deep", 1_958_813)],
+)
+def test_demo_model_parameter_counts_match_the_docs(name, count):
+    # The demo models' sizes quoted in docs/benchmarks.md and the configs' comments.
+    assert CTCModel(model_config(name)).num_weights == count
+
+
+@pytest.mark.parametrize(
     ("name", "data", "classes", "count"),
     [("matchboxnet_3x1x64", "speech_commands_v1", 30, 77_214), ("matchboxnet_3x1x64", "speech_commands_v2", 35, 77_859),
      ("matchboxnet_3x2x64", "speech_commands_v1", 30, 92_766), ("quartznet_3x1", "speech_commands_v1", 30, 77_214)],
