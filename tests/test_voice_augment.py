@@ -132,6 +132,48 @@ def test_room_adds_a_decaying_tail_and_keeps_the_power():
     torch.testing.assert_close(acoustics.mean_power(wet, lengths), acoustics.mean_power(audio, lengths))
 
 
+def test_fast_fft_length_is_the_next_even_product_of_2_3_and_5():
+    def smooth(n: int) -> bool:
+        for prime in (2, 3, 5):
+            while n % prime == 0:
+                n //= prime
+        return n == 1
+
+    for n in range(1, 3000):
+        expected = next(m for m in range(max(n, 2), 4 * n + 2) if m % 2 == 0 and smooth(m))
+        assert acoustics.fast_fft_length(n) == expected, n
+    assert acoustics.fast_fft_length(92799) == 93312  # 8 x 5.8 s of audio and a 0.8 s room: 2^7 3^6
+
+
+def test_reverberation_is_the_linear_convolution():
+    """No wrap-around from the padded FFT length: the first L samples of audio * response, rescaled."""
+    audio, lengths = padded_batch()
+    responses = acoustics.room_impulse_responses(torch.tensor([0.2, 0.5, 0.8]), torch.zeros(3), RATE, seeded(2))
+    direct = torch.stack([
+        torch.nn.functional.conv1d(row.view(1, 1, -1), response.flip(0).view(1, 1, -1), padding=response.numel() - 1)
+        .view(-1)[: audio.shape[1]] for row, response in zip(audio.double(), responses.double())
+    ]) * time_mask(lengths, audio.shape[1])
+    wet = acoustics.reverberate(audio, lengths, responses)
+    ratio = (wet.double() * direct).sum(1) / direct.pow(2).sum(1)  # the power rescaling, one factor per row
+    torch.testing.assert_close(wet.double(), direct * ratio.unsqueeze(1), rtol=0, atol=1e-5)
+
+
+def test_only_the_chosen_rows_change():
+    audio = torch.randn(5, 100)
+    before = audio.clone()
+    chosen = torch.tensor([True, False, True, True, False])
+    seen = []
+
+    def negate(rows: torch.Tensor) -> torch.Tensor:
+        seen.append(rows.tolist())
+        return -audio[rows]
+
+    out = BatchWaveformAugmentation.on_rows(chosen, audio, negate)
+    assert seen == [[0, 2, 3]]
+    torch.testing.assert_close(out, torch.where(chosen.unsqueeze(1), -audio, audio), rtol=0, atol=0)
+    assert torch.equal(audio, before)  # a copy: the batch given is left as it was
+
+
 @pytest.mark.parametrize("colour", ["white", "pink", "brown", "blue"])
 def test_coloured_noise_has_its_slope_and_the_asked_snr(colour):
     exponent = acoustics.NOISE_COLOURS[colour]

@@ -29,6 +29,23 @@ STRETCH_HOP = 128
 _DECAY_60_DB = math.log(1000.0)  # ln(10^(60/20)): amplitude falls 60 dB over RT60
 
 
+def fast_fft_length(n: int) -> int:
+    """The smallest even 2^a 3^b 5^c >= n. An FFT of the padded batch's own length can be 10x slower when that
+    length has a large prime factor (70 ms against 5-10 ms for a batch of 8 x 93k samples on 2 cores)."""
+    best = 2 ** max(1, (n - 1).bit_length())
+    power_of_5 = 1
+    while power_of_5 < best:
+        odd = power_of_5
+        while odd < best:
+            candidate = 2 * odd
+            while candidate < n:
+                candidate *= 2
+            best = min(best, candidate)
+            odd *= 3
+        power_of_5 *= 5
+    return best
+
+
 def _valid(audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return audio * time_mask(lengths, audio.shape[1])
 
@@ -74,19 +91,24 @@ def room_impulse_responses(
 def reverberate(audio: torch.Tensor, lengths: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
     """(B, L) convolved with (B, K) responses, cut at each length and rescaled to its dry power: a room
     changes the sound, not the level (level is its own augmentation)."""
-    wet = torchaudio.functional.fftconvolve(audio, responses.to(audio.device))[:, : audio.shape[1]]
+    n = fast_fft_length(audio.shape[1] + responses.shape[1] - 1)  # no wrap-around into the kept samples
+    spectrum = torch.fft.rfft(audio, n=n) * torch.fft.rfft(responses.to(audio.device), n=n)
+    wet = torch.fft.irfft(spectrum, n=n)[:, : audio.shape[1]]
     wet = _valid(wet, lengths)
     gain = torch.sqrt(mean_power(audio, lengths) / mean_power(wet, lengths).clamp(min=1e-12))
     return wet * gain.unsqueeze(1)
 
 
 def coloured_noise(exponents: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
-    """(B,) spectral exponents (NOISE_COLOURS) -> (B, length) unit-power noise with power ~ f ** -exponent."""
-    white = torch.randn(exponents.shape[0], length, generator=generator)
-    spectrum = torch.fft.rfft(white)  # (B, length // 2 + 1)
+    """(B,) spectral exponents (NOISE_COLOURS) -> (B, length) unit-power noise with power ~ f ** -exponent.
+
+    Shaped over a fast FFT length and cut to `length`: a stretch of a longer periodic noise, as coloured."""
+    n = fast_fft_length(length)
+    white = torch.randn(exponents.shape[0], n, generator=generator)
+    spectrum = torch.fft.rfft(white)  # (B, n // 2 + 1)
     frequency = torch.arange(spectrum.shape[1], dtype=torch.float32).clamp(min=1.0)  # DC shaped as the first bin
     spectrum = spectrum * frequency.pow(-exponents.float().unsqueeze(1) / 2)
-    noise = torch.fft.irfft(spectrum, n=length)
+    noise = torch.fft.irfft(spectrum, n=n)[:, :length]
     return noise / noise.pow(2).mean(1, keepdim=True).sqrt().clamp(min=1e-12)
 
 

@@ -34,6 +34,8 @@ others' draws unchanged (ablations compare like with like).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torchaudio
 from torch import nn
@@ -145,14 +147,19 @@ class BatchWaveformAugmentation(nn.Module):
         if bool(in_room.any()):
             rt60, drr = uniform("room", *self.rt60_range), uniform("room", *self.drr_range)
             responses = acoustics.room_impulse_responses(rt60, drr, self.sample_rate, draws["room"])
-            audio = self.where(in_room, acoustics.reverberate(audio, lengths, responses), audio)
+            audio = self.on_rows(
+                in_room, audio, lambda rows: acoustics.reverberate(audio[rows], lengths[rows], responses[rows])
+            )
         # noise
         coloured = happens("coloured_noise")
         if bool(coloured.any()):
             colour = torch.randint(len(self.noise_exponents), (batch,), generator=draws["coloured_noise"])
             snr = uniform("coloured_noise", *self.snr_range)
-            noise = acoustics.coloured_noise(self.noise_exponents[colour], audio.shape[1], draws["coloured_noise"])
-            audio = self.where(coloured, acoustics.add_at_snr(audio, lengths, noise, snr), audio)
+            exponents = self.noise_exponents[colour[coloured]]  # the chosen rows' only
+            noise = acoustics.coloured_noise(exponents, audio.shape[1], draws["coloured_noise"])
+            audio = self.on_rows(
+                coloured, audio, lambda rows: acoustics.add_at_snr(audio[rows], lengths[rows], noise, snr[rows])
+            )
         noisy = happens("noise")
         if bool(noisy.any()):
             scale = (torch.pow(10.0, uniform("noise", self.min_level, self.max_level) / 20.0) * noisy).unsqueeze(1)
@@ -162,20 +169,31 @@ class BatchWaveformAugmentation(nn.Module):
         limited = happens("band_limit")
         if bool(limited.any()):
             low, high = uniform("band_limit", *self.low_range), uniform("band_limit", *self.high_range)
-            audio = self.where(limited, acoustics.band_limit(audio, lengths, low, high, self.sample_rate), audio)
+            audio = self.on_rows(limited, audio, lambda rows: acoustics.band_limit(
+                audio[rows], lengths[rows], low[rows], high[rows], self.sample_rate))
         coded = happens("codec")
         if bool(coded.any()):
-            audio = self.where(coded, acoustics.mu_law_quantise(audio, lengths, self.codec_bits), audio)
+            audio = self.on_rows(
+                coded, audio, lambda rows: acoustics.mu_law_quantise(audio[rows], lengths[rows], self.codec_bits)
+            )
         louder = happens("gain")
         if bool(louder.any()):
             gain = torch.pow(10.0, uniform("gain", *self.gain_range) / 20.0)
-            audio = self.where(louder, (audio * gain.to(audio.device).unsqueeze(1)).clamp(-1.0, 1.0), audio)
+            audio = self.on_rows(
+                louder, audio, lambda rows: (audio[rows] * gain[rows].to(audio.device).unsqueeze(1)).clamp(-1.0, 1.0)
+            )
         return audio, lengths
 
     @staticmethod
-    def where(chosen: torch.Tensor, changed: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-        """Rows of `changed` where (B,) `chosen`, else rows of `original`."""
-        return torch.where(chosen.to(original.device).unsqueeze(1), changed, original)
+    def on_rows(
+        chosen: torch.Tensor, audio: torch.Tensor, change: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """`audio` with its (B,) `chosen` rows replaced by change(rows), given their indices (CPU): the
+        signal work runs on those rows only (a room's FFT convolution is the costliest step here)."""
+        rows = chosen.nonzero().squeeze(1)
+        changed = audio.clone()
+        changed[rows.to(audio.device)] = change(rows)
+        return changed
 
     def change_speed(self, audio: torch.Tensor, lengths: torch.Tensor, speed: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Played `speed` times faster: the samples heard at rate * speed, resampled back to the rate."""
