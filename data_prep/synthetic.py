@@ -54,6 +54,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -394,6 +395,81 @@ class RecordedEngine:
         if result.returncode != 0 or b"ERROR" in result.stderr:
             raise PrepError(f"({' '.join(command)}): {result.stderr.decode(errors='replace').strip()}")
 
+    def close(self) -> None:
+        """Stop any synthesiser processes kept between utterances."""
+
+
+def scheme_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class FestivalSession:
+    """One `festival --pipe` process that speaks utterance after utterance.
+
+    Starting festival and loading a voice takes ~0.5 s on a 2-core host, speaking a sentence ~0.05-0.1 s,
+    so a worker thread can keep one process instead of starting `text2wave` per utterance. For the HTS
+    voice the audio is byte for byte text2wave's: the same `tts_file` over the text in a file, every
+    setting applied again before each utterance, and each of the text's utterances saved as RIFF in turn.
+    """
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            ["festival", "--pipe"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True, errors="replace",
+        )
+        self.requests = 0
+
+    def speak(self, settings: str, text: str, wav: Path) -> None:
+        """`text` after the Scheme `settings`, into `wav`; PrepError with festival's messages if it fails."""
+        text_file = wav.with_name(wav.name + ".txt")
+        text_file.write_text(text, encoding="utf-8")
+        parts = wav.with_name(wav.name + ".part")
+        # tts_file splits the text into utterances and runs the hooks on each: every one is saved to its own
+        # numbered file, joined below (text2wave appends their samples to one file).
+        save = (f"(lambda (utt) (begin (utt.save.wave utt (format nil \"%s%d\" {scheme_string(str(parts))} "
+                f"quartznet-parts) 'riff) (set! quartznet-parts (+ quartznet-parts 1))))")
+        messages = self.run(f"{settings} (set! quartznet-parts 0) (set! tts_hooks (list utt.synth {save}))"
+                            f" (tts_file {scheme_string(str(text_file))} nil)")
+        # festival reports Scheme errors on stderr but goes on reading
+        if any("ERROR" in message for message in messages):
+            raise PrepError(f"(festival: {settings}): {' '.join(messages)[-2000:]}")
+        text_file.unlink()
+        files = sorted(wav.parent.glob(parts.name + "*"), key=lambda path: int(path.name[len(parts.name):]))
+        if len(files) == 1:
+            files[0].replace(wav)
+        elif files:
+            pieces = [soundfile.read(str(path), dtype="int16") for path in files]
+            soundfile.write(str(wav), np.concatenate([samples for samples, _ in pieces]), pieces[0][1], subtype="PCM_16")
+            for path in files:
+                path.unlink()
+
+    def run(self, script: str) -> list[str]:
+        """Evaluate `script`; the lines festival wrote to stderr meanwhile. PrepError if festival has exited."""
+        self.requests += 1
+        marker = f"quartznet-done-{self.requests}"
+        try:
+            self.process.stdin.write(f'{script}\n(format stderr "%s\\n" "{marker}")\n')
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # reported below, with what festival said
+        messages = []
+        while line := self.process.stderr.readline():
+            if line.strip() == marker:
+                return messages
+            messages.append(line.strip())
+        raise PrepError(f"festival exited with status {self.process.wait()}: {' '.join(messages)[-2000:]}")
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.close()  # festival --pipe exits at the end of its input
+        except BrokenPipeError:
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
 
 class Flite(RecordedEngine):
     name, program, packages = "flite", "flite", ("flite",)
@@ -434,12 +510,48 @@ class Festival(RecordedEngine):
         ).stdout
         return set(re.findall(r"[\w-]+", listing))
 
-    def command(self, voice: str, text: str, stretch: float, wav: Path) -> tuple[list[str], bytes | None]:
-        settings = [f"(voice_{voice})", f"(Parameter.set 'Duration_Stretch {stretch:.4f})"]
+    def __init__(self) -> None:
+        self._local = threading.local()  # each worker thread's FestivalSession, for HTS voices
+        self._sessions: list[FestivalSession] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def settings(voice: str, stretch: float) -> str:
+        """Scheme that selects `voice` at `stretch` times its own duration, whatever was set before it."""
+        settings = f"(voice_{voice}) (Parameter.set 'Duration_Stretch {stretch:.4f})"
         if voice.endswith("_hts"):  # HTS voices ignore Duration_Stretch; hts_engine's -r is a speed (1/stretch)
-            settings.append(f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {1 / stretch:.4f}))))')
-        command = ["text2wave", *(part for setting in settings for part in ("-eval", setting)), "-o", str(wav)]
-        return command, text.encode()
+            # Selecting the voice resets its engine parameters, so the speed is not added to the last one's.
+            settings += f' (set! hts_engine_params (append hts_engine_params (list (list "-r" {1 / stretch:.4f}))))'
+        return settings
+
+    def command(self, voice: str, text: str, stretch: float, wav: Path) -> tuple[list[str], bytes | None]:
+        return ["text2wave", "-eval", f"(begin {self.settings(voice, stretch)})", "-o", str(wav)], text.encode()
+
+    def render(self, voice: str, text: str, stretch: float, wav: Path) -> None:
+        # A diphone voice's last few milliseconds depend on what the process spoke before (10 of the 667
+        # diphone utterances of the recipe's corpus came out different), an HTS voice's do not: diphone voices
+        # get a fresh text2wave each, HTS voices one festival process per worker thread.
+        if not voice.endswith("_hts"):
+            super().render(voice, text, stretch, wav)
+            return
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = FestivalSession()
+            with self._lock:
+                self._sessions.append(session)
+        try:
+            session.speak(self.settings(voice, stretch), text, wav)
+        except PrepError:
+            self._local.session = None  # a fresh process for the next utterance, whatever state this one is in
+            session.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+        self._local = threading.local()
 
 
 class AccentedFestival(Festival):
@@ -779,7 +891,11 @@ def generate_asr(
         settings |= {"numbers": {"fraction": numbers, "digit_strings": list(DIGIT_STRING_LENGTHS),
                                  "amounts_below": 10**AMOUNT_DIGITS}}
     claim_output(out, {"settings": settings, **versions, "speakers": speakers})
-    render_all(render_sentence, utterances, jobs or os.cpu_count() or 1, "synthesise asr")
+    try:
+        render_all(render_sentence, utterances, jobs or os.cpu_count() or 1, "synthesise asr")
+    finally:
+        for engine in RECORDED_ENGINES.values():
+            engine.close()
     write_transcripts(utterances)
     manifests = {}
     for split in ASR_SPLITS:

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,54 @@ def test_engine_speaks_16k_mono(engine: str, voice: str, variant: str, tmp_path:
     assert 0.6 < audio.shape[0] / RATE < 5.0  # four words, neither cut off nor stretched out of shape
     assert np.abs(audio).max() == pytest.approx(0.5, abs=1e-3)
     assert float(np.sqrt(np.mean(audio**2))) > 0.03  # speech, not a click in silence
+
+
+def text2wave_samples(voice: str, text: str, stretch: float, wav: Path) -> np.ndarray:
+    """festival's own one-process-per-utterance path, with the settings the session applies."""
+    settings = ["-eval", f"(voice_{voice})", "-eval", f"(Parameter.set 'Duration_Stretch {stretch:.4f})"]
+    if voice.endswith("_hts"):
+        settings += ["-eval", f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {1 / stretch:.4f}))))']
+    subprocess.run(["text2wave", *settings, "-o", str(wav)], input=text.encode(), check=True, capture_output=True)
+    return soundfile.read(str(wav), dtype="int16")[0]
+
+
+def test_festival_session_speaks_as_a_fresh_festival_would(tmp_path: Path) -> None:
+    """One festival process per worker thread gives the same samples as text2wave per utterance, whatever
+    voice and pace came before (the HTS speed included), and joins a text that festival splits in two."""
+    festival = synthetic.RECORDED_ENGINES["festival"]
+    for voice in festival.voices:
+        require_voice("festival", voice, "")
+    if shutil.which("text2wave") is None:
+        pytest.skip("text2wave is not installed (sudo apt-get install festival)")
+    requests = [(voice, text, stretch) for stretch in (1.15, 0.85) for voice in festival.voices
+                for text in ("go forward ten meters", "Two nine. Three four zero.")]
+    try:
+        for index, (voice, text, stretch) in enumerate(requests):
+            festival.render(voice, text, stretch, tmp_path / f"session{index}.wav")
+    finally:
+        sessions = list(festival._sessions)
+        festival.close()
+    assert len(sessions) == 1 and sessions[0].process.returncode is not None  # one process, stopped by close()
+    for index, (voice, text, stretch) in enumerate(requests):
+        spoken = soundfile.read(str(tmp_path / f"session{index}.wav"), dtype="int16")[0]
+        assert np.array_equal(spoken, text2wave_samples(voice, text, stretch, tmp_path / f"fresh{index}.wav")), (voice, text)
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("session")) == sorted(
+        f"session{index}.wav" for index in range(len(requests))
+    )  # no text or part files left beside them
+
+
+def test_festival_error_names_it_and_the_next_utterance_still_speaks(tmp_path: Path) -> None:
+    require_voice("festival", "cmu_us_slt_arctic_hts", "")
+    festival = synthetic.RECORDED_ENGINES["festival"]
+    try:
+        festival.render("cmu_us_slt_arctic_hts", "first", 1.0, tmp_path / "first.wav")
+        with pytest.raises(synthetic.PrepError, match="unbound variable : voice_no_such_voice_hts"):
+            festival.render("no_such_voice_hts", "hello", 1.0, tmp_path / "bad.wav")  # in the session's process
+        festival.render("cmu_us_slt_arctic_hts", "hello there", 1.0, tmp_path / "good.wav")
+    finally:
+        festival.close()
+    assert not (tmp_path / "bad.wav").exists()
+    assert soundfile.read(str(tmp_path / "good.wav"))[0].shape[0] > 1000
 
 
 # --------------------------------------------------------------------------------------------- held out
