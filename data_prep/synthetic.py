@@ -543,6 +543,8 @@ class Festival(RecordedEngine):
             session.speak(self.settings(voice, stretch), text, wav)
         except PrepError:
             self._local.session = None  # a fresh process for the next utterance, whatever state this one is in
+            with self._lock:
+                self._sessions.remove(session)
             session.close()
             raise
 
