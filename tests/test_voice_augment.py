@@ -132,6 +132,40 @@ def test_room_adds_a_decaying_tail_and_keeps_the_power():
     torch.testing.assert_close(acoustics.mean_power(wet, lengths), acoustics.mean_power(audio, lengths))
 
 
+def test_a_darker_room_decays_faster_in_the_high_octaves_only():
+    rt60, drr = torch.tensor([0.8, 0.8]), torch.zeros(2)
+    one_rt60 = acoustics.room_impulse_responses(rt60, drr, RATE, seeded(4))
+    # Every band with the same RT60: the band split sums back to the same tail.
+    same = acoustics.room_impulse_responses(rt60, drr, RATE, seeded(4), high_rt60_ratio=torch.ones(2))
+    torch.testing.assert_close(same, one_rt60, rtol=0, atol=1e-6)
+    darker = acoustics.room_impulse_responses(rt60, drr, RATE, seeded(4), high_rt60_ratio=torch.tensor([0.25, 1.0]))
+    torch.testing.assert_close(darker[1], one_rt60[1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(darker[:, 1:].pow(2).sum(1), torch.ones(2), rtol=1e-4, atol=0)  # still 0 dB DRR
+
+    def share_above_4khz(response: torch.Tensor, start_s: float) -> float:
+        window = response[int(start_s * RATE) : int(start_s * RATE) + 800] * torch.hann_window(800)  # 50 ms
+        power = torch.fft.rfft(window).abs().pow(2)
+        return float(power[200:].sum() / power.sum())  # bin 200 of 800 samples at 16 kHz = 4 kHz
+
+    # The top band's RT60 is 0.2 s: 0.2 s in, it is 60 dB down while the lowest band is only 15 dB down.
+    assert share_above_4khz(darker[0], 0.01) > 0.15 > 0.01 > share_above_4khz(darker[0], 0.2)
+    assert 0.3 < share_above_4khz(one_rt60[0], 0.2) < 0.7  # white tail: half the band, half the power
+
+
+def test_room_darkening_needs_a_valid_range():
+    with pytest.raises(ValueError, match="high_rt60_ratio"):
+        BatchWaveformAugmentation(room_prob=1.0, min_high_rt60_ratio=0.0, max_high_rt60_ratio=0.5)
+    with pytest.raises(ValueError, match="high_rt60_ratio"):
+        BatchWaveformAugmentation(room_prob=1.0, min_high_rt60_ratio=0.8, max_high_rt60_ratio=0.5)
+    audio, lengths = padded_batch()
+    plain = BatchWaveformAugmentation(room_prob=1.0)(audio, lengths, seeded(5))[0]
+    dark = BatchWaveformAugmentation(room_prob=1.0, min_high_rt60_ratio=0.3, max_high_rt60_ratio=0.6)
+    darkened = dark(audio, lengths, seeded(5))[0]
+    assert darkened.shape == plain.shape and not torch.allclose(darkened, plain)
+    torch.testing.assert_close(dark(audio, lengths, seeded(5))[0], darkened, rtol=0, atol=0)  # seeded
+    assert torch.all(darkened[~time_mask(lengths, audio.shape[1])] == 0)  # padding stays zero
+
+
 def test_fast_fft_length_is_the_next_even_product_of_2_3_and_5():
     def smooth(n: int) -> bool:
         for prime in (2, 3, 5):

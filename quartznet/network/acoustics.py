@@ -6,7 +6,8 @@ any device, and leaves every utterance's padding (samples at or past its length)
 
 * time_stretch: tempo without pitch (phase vocoder), one rate for the whole batch.
 * room_impulse_responses / reverberate: rooms as exponentially decaying noise tails after a direct
-  path (the statistical model of late reverberation: energy decays 60 dB in RT60 seconds).
+  path (the statistical model of late reverberation: energy decays 60 dB in RT60 seconds), optionally
+  faster in the higher octave bands.
 * coloured_noise / add_at_snr: white, pink, brown, blue or violet noise at a signal-to-noise ratio.
 * band_limit: a microphone or telephone channel as a Butterworth-shaped band-pass.
 * mu_law_quantise: the companding quantiser of G.711 telephony, a light codec-like distortion.
@@ -70,22 +71,53 @@ def time_stretch(audio: torch.Tensor, lengths: torch.Tensor, rate: float) -> tup
 
 
 def room_impulse_responses(
-    rt60: torch.Tensor, direct_to_reverberant_db: torch.Tensor, sample_rate: int, generator: torch.Generator
+    rt60: torch.Tensor,
+    direct_to_reverberant_db: torch.Tensor,
+    sample_rate: int,
+    generator: torch.Generator,
+    high_rt60_ratio: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B,) RT60 seconds and direct-to-reverberant ratios -> (B, K) impulse responses (K from the longest RT60).
 
     The direct path is a unit impulse; after it, Gaussian noise decays exponentially, 60 dB over RT60,
-    scaled so that its energy is `direct_to_reverberant_db` below the direct path's.
+    scaled so that its energy is `direct_to_reverberant_db` below the direct path's. With (B,)
+    `high_rt60_ratio`, `rt60` is the lowest octave band's and each octave band's tail decays with its own
+    RT60, geometrically down to `rt60 * high_rt60_ratio` in the top band: furnishings and air absorb high
+    frequencies faster, so a real room's tail darkens as it decays. None: one RT60 at every frequency.
     """
     taps = max(2, int(float(rt60.max()) * sample_rate))
     t = torch.arange(taps, dtype=torch.float32) / sample_rate  # (K,) seconds
-    envelope = torch.exp(-_DECAY_60_DB * t / rt60.float().unsqueeze(1).clamp(min=1e-3))  # (B, K)
-    tail = torch.randn(rt60.shape[0], taps, generator=generator) * envelope
+    noise = torch.randn(rt60.shape[0], taps, generator=generator)  # (B, K)
+
+    def decaying(band_rt60: torch.Tensor) -> torch.Tensor:  # (B,) -> (B, K) amplitude envelopes
+        return torch.exp(-_DECAY_60_DB * t / band_rt60.float().unsqueeze(1).clamp(min=1e-3))
+
+    if high_rt60_ratio is None:
+        tail = noise * decaying(rt60)
+    else:
+        edges = octave_band_edges(sample_rate)
+        spectrum = torch.fft.rfft(noise)  # (B, K // 2 + 1)
+        frequency = torch.fft.rfftfreq(taps, d=1.0 / sample_rate)
+        tail = torch.zeros_like(noise)
+        for band, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+            in_band = (frequency >= low) & ((frequency < high) | (band == len(edges) - 2))
+            band_noise = torch.fft.irfft(spectrum * in_band, n=taps)
+            band_rt60 = rt60 * high_rt60_ratio.float() ** (band / max(1, len(edges) - 2))
+            tail = tail + band_noise * decaying(band_rt60)
     tail[:, 0] = 0.0
     tail_energy = (tail**2).sum(1, keepdim=True).clamp(min=1e-12)
     tail = tail * torch.sqrt(torch.pow(10.0, -direct_to_reverberant_db.float().unsqueeze(1) / 10) / tail_energy)
     tail[:, 0] = 1.0
     return tail
+
+
+def octave_band_edges(sample_rate: int) -> list[float]:
+    """[0, 250, 500, ..., sample_rate / 2] Hz: below 250 Hz one band, then octaves up to the Nyquist
+    frequency (at 16 kHz: 0-250, 250-500, 500-1k, 1k-2k, 2k-4k, 4k-8k)."""
+    edges = [0.0, 250.0]
+    while edges[-1] * 2 < sample_rate / 2:
+        edges.append(edges[-1] * 2)
+    return edges + [sample_rate / 2]
 
 
 def reverberate(audio: torch.Tensor, lengths: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:

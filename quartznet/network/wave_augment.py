@@ -13,7 +13,9 @@ variety the workers never had, so that a model trained on a few voices hears mor
            tempo vary independently.
            shift: per utterance, up to +-shift_ms inside its own valid samples, zero-filled.
   room     reverberation: per utterance, a room of RT60 in [min_rt60, max_rt60] seconds and a
-           direct-to-reverberant ratio in [min_drr_db, max_drr_db] (quartznet.network.acoustics).
+           direct-to-reverberant ratio in [min_drr_db, max_drr_db] (quartznet.network.acoustics);
+           with [min_high_rt60_ratio, max_high_rt60_ratio] below 1, the RT60 falls octave by octave
+           to that fraction in the top band (a furnished room's tail is darker than its first echo).
   noise    coloured noise: per utterance, one of `noise_colours` at an SNR in [min_snr_db, max_snr_db].
            noise: per utterance, white noise at a level in [min_level, max_level] dBFS.
   channel  band_limit: per utterance, a band-pass from [min_low_hz, max_low_hz] to
@@ -67,6 +69,8 @@ class BatchWaveformAugmentation(nn.Module):
         max_rt60: float = 0.8,
         min_drr_db: float = -3.0,
         max_drr_db: float = 12.0,
+        min_high_rt60_ratio: float = 1.0,
+        max_high_rt60_ratio: float = 1.0,
         coloured_noise_prob: float = 0.0,
         noise_colours: tuple[str, ...] | list[str] = ("white", "pink", "brown", "blue"),
         min_snr_db: float = 5.0,
@@ -83,7 +87,8 @@ class BatchWaveformAugmentation(nn.Module):
         max_gain_db: float = 10.0,
     ):
         super().__init__()
-        for low, high, name in ((min_speed, max_speed, "speed"), (min_tempo, max_tempo, "tempo"), (min_rt60, max_rt60, "rt60")):
+        for low, high, name in ((min_speed, max_speed, "speed"), (min_tempo, max_tempo, "tempo"), (min_rt60, max_rt60, "rt60"),
+                                (min_high_rt60_ratio, max_high_rt60_ratio, "high_rt60_ratio")):
             if not 0 < low <= high:
                 raise ValueError(f"{name} range must satisfy 0 < min_{name} <= max_{name}, got {low}, {high}")
         if not 0 < min_low_hz <= max_low_hz < min_high_hz <= max_high_hz <= sample_rate / 2:
@@ -102,6 +107,7 @@ class BatchWaveformAugmentation(nn.Module):
         self.noise_prob, self.min_level, self.max_level = noise_prob, min_level, max_level
         self.tempo_prob, self.min_tempo, self.max_tempo = tempo_prob, min_tempo, max_tempo
         self.room_prob, self.rt60_range, self.drr_range = room_prob, (min_rt60, max_rt60), (min_drr_db, max_drr_db)
+        self.high_rt60_ratio_range = (min_high_rt60_ratio, max_high_rt60_ratio)
         self.coloured_noise_prob, self.snr_range = coloured_noise_prob, (min_snr_db, max_snr_db)
         self.noise_exponents = torch.tensor([acoustics.NOISE_COLOURS[colour] for colour in noise_colours])
         self.band_limit_prob = band_limit_prob
@@ -146,7 +152,9 @@ class BatchWaveformAugmentation(nn.Module):
         in_room = happens("room")
         if bool(in_room.any()):
             rt60, drr = uniform("room", *self.rt60_range), uniform("room", *self.drr_range)
-            responses = acoustics.room_impulse_responses(rt60, drr, self.sample_rate, draws["room"])
+            # Drawn only when asked for, so that rooms of one RT60 at every frequency keep their old draws.
+            darkening = uniform("room", *self.high_rt60_ratio_range) if self.high_rt60_ratio_range != (1.0, 1.0) else None
+            responses = acoustics.room_impulse_responses(rt60, drr, self.sample_rate, draws["room"], darkening)
             audio = self.on_rows(
                 in_room, audio, lambda rows: acoustics.reverberate(audio[rows], lengths[rows], responses[rows])
             )
