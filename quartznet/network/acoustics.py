@@ -96,13 +96,14 @@ def room_impulse_responses(
         tail = noise * decaying(rt60)
     else:
         edges = octave_band_edges(sample_rate)
+        bands = len(edges) - 1
         spectrum = torch.fft.rfft(noise)  # (B, K // 2 + 1)
-        frequency = torch.fft.rfftfreq(taps, d=1.0 / sample_rate)
+        # Each bin's band, the Nyquist bin in the top one: the bands' noises sum back to `noise`.
+        band_of_bin = torch.bucketize(torch.fft.rfftfreq(taps, d=1.0 / sample_rate), torch.tensor(edges[1:-1]), right=True)
         tail = torch.zeros_like(noise)
-        for band, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
-            in_band = (frequency >= low) & ((frequency < high) | (band == len(edges) - 2))
-            band_noise = torch.fft.irfft(spectrum * in_band, n=taps)
-            band_rt60 = rt60 * high_rt60_ratio.float() ** (band / max(1, len(edges) - 2))
+        for band in range(bands):
+            band_noise = torch.fft.irfft(spectrum * (band_of_bin == band), n=taps)
+            band_rt60 = rt60 * high_rt60_ratio.float() ** (band / max(1, bands - 1))
             tail = tail + band_noise * decaying(band_rt60)
     tail[:, 0] = 0.0
     tail_energy = (tail**2).sum(1, keepdim=True).clamp(min=1e-12)
