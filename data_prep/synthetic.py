@@ -32,6 +32,10 @@ of their frequency: a model trained on it has to spell words, not recognise a cl
 string ("two nine three four zero") or an amount ("three hundred forty two"). The WSJ text behind the
 lexicon writes numbers as digits, so its list barely has number words ("ten" ranks 4,951st, "twenty"
 is missing), while people say numbers all the time.
+`--word-order pos-trigram` (with `--vocabulary`) puts the words in the order of English: a sequence of
+part-of-speech tags from festival's tag trigram of the same WSJ text, each tag spoken by a word of the
+vocabulary ("the systems of many written sales"), so function words come as often as in text and the
+synthesisers phrase the sentence as English; the default, random, draws every word on its own.
 
 Output depends only on the settings, the seed and the engine versions (recorded in <out>/corpus.json):
 the same command gives the same bytes. Work runs on all cores, and a rerun only makes what is missing.
@@ -83,6 +87,10 @@ WORDLIST = Path(__file__).with_name("wordlist.txt")
 # Festival's part-of-speech lexicon from the Wall Street Journal (Debian: festlex-poslex, installed with
 # festival's English voices): a word list with frequencies, for corpora with a broad vocabulary.
 WSJ_LEXICON = Path("/usr/share/festival/dicts/wsj.wp39.poslexR")
+# Its companion, festival's part-of-speech trigram of the same text (the tagger's model): counts of tag
+# triples, which give sentences the word order of English (`--word-order pos-trigram`).
+WSJ_POS_TRIGRAM = Path("/usr/share/festival/dicts/wsj.wp39.tri.ngrambin")
+WORD_ORDERS = ("random", "pos-trigram")
 CORPUS_FILE = "corpus.json"
 
 # English voices (accents) of espeak-ng, see `espeak-ng --voices=en`; the mbrola ones need extra packages.
@@ -681,17 +689,8 @@ _LEXICON_ENTRY = re.compile(r'^\("(?P<word>[^"]*)" \((?P<tags>.*)\) \(\) \)$')
 _LEXICON_TAG = re.compile(r"\((?P<tag>\S+) (?P<log_p>-?[\d.]+)\)")
 
 
-def lexicon_vocabulary(size: int, path: Path = WSJ_LEXICON) -> tuple[list[str], list[float]]:
-    """The `size` most frequent lowercase words (a-z, apostrophe) of festival's WSJ lexicon, and weights to
-    draw them with: the square root of their frequency (common words come up often, rare ones still do).
-
-    Each entry lists ln P(word | tag) per part-of-speech tag. A tag's rarest word was seen once, so
-    count(tag) = 1 / min P(word | tag), and a word's count is the sum of P(word | tag) * count(tag) over
-    its tags (they come out as integers to within 0.05 for 98% of the entries). Tags with a single word
-    ("of", existential "there") have no rarest word; their words get the most frequent word's count.
-    Capitalised entries (names), tokens with other characters, WSJ's negation token "n't" and entries
-    under numeric pseudo-tags are left out.
-    """
+def lexicon_entries(path: Path = WSJ_LEXICON) -> list[tuple[str, list[tuple[str, float]]]]:
+    """Festival's WSJ lexicon as (word, [(part-of-speech tag, ln P(word | tag)), ...]), numeric tags left out."""
     if not path.is_file():
         raise PrepError(
             f"{path} not found: --vocabulary needs festival's WSJ lexicon; install it with "
@@ -703,6 +702,21 @@ def lexicon_vocabulary(size: int, path: Path = WSJ_LEXICON) -> tuple[list[str], 
         if match:
             tags = [(tag["tag"], float(tag["log_p"])) for tag in _LEXICON_TAG.finditer(match["tags"])]
             entries.append((match["word"], [(tag, log_p) for tag, log_p in tags if tag.isalpha()]))
+    return entries
+
+
+def lexicon_vocabulary(size: int, path: Path = WSJ_LEXICON) -> tuple[list[str], list[float]]:
+    """The `size` most frequent lowercase words (a-z, apostrophe) of festival's WSJ lexicon, and weights to
+    draw them with: the square root of their frequency (common words come up often, rare ones still do).
+
+    Each entry lists ln P(word | tag) per part-of-speech tag. A tag's rarest word was seen once, so
+    count(tag) = 1 / min P(word | tag), and a word's count is the sum of P(word | tag) * count(tag) over
+    its tags (they come out as integers to within 0.05 for 98% of the entries). Tags with a single word
+    ("of", existential "there") have no rarest word; their words get the most frequent word's count.
+    Capitalised entries (names), tokens with other characters, WSJ's negation token "n't" and entries
+    under numeric pseudo-tags are left out.
+    """
+    entries = lexicon_entries(path)
     rarest: dict[str, float] = {}
     sizes: dict[str, int] = defaultdict(int)
     for _, tags in entries:
@@ -743,6 +757,80 @@ def unique_sentences(
             sentence = " ".join(rng.choices(words, weights, k=length))
         sentences[sentence] = None
     raise PrepError(f"cannot make {count} distinct sentences of {min_words}-{max_words} words from {len(words)} words")
+
+
+def pos_trigram(path: Path = WSJ_POS_TRIGRAM) -> tuple[list[str], np.ndarray]:
+    """Festival's tag trigram: (tags, counts) with counts[a, b, c] the (smoothed) count of tag c after a, b.
+
+    The file is speech_tools' binary n-gram: a line "NgramBin_2 3", the history tags and the predicted
+    tags (one line each, the same list), then big-endian float64 counts of every (a, b) history in order,
+    c fastest, where a negative value -k stands for k - 1 zero counts in a row.
+    """
+    if not path.is_file():
+        raise PrepError(
+            f"{path} not found: --word-order pos-trigram needs festival's WSJ tag trigram; install it with "
+            "`sudo apt-get install festlex-poslex` (or `make speech-tools`) and rerun"
+        )
+    header, history_tags, predicted_tags, body = path.read_bytes().split(b"\n", 3)
+    tags = history_tags.decode("ascii").split()
+    if header.split() != [b"NgramBin_2", b"3"] or predicted_tags.split() != history_tags.split() or len(body) % 8:
+        raise PrepError(f"{path}: not a speech_tools binary trigram of one tag set (header {header[:40]!r})")
+    counts: list[float] = []
+    for value in np.frombuffer(body, dtype=">f8").tolist():
+        counts.extend([0.0] * (int(-value) - 1) if value < 0 else [value])
+    if len(counts) != len(tags) ** 3:
+        raise PrepError(f"{path}: {len(counts)} counts for {len(tags)} tags, expected {len(tags) ** 3}")
+    return tags, np.array(counts).reshape(len(tags), len(tags), len(tags))
+
+
+# Tags of the trigram that end a phrase (punctuation) and that attach to the word before ('s, ').
+PHRASE_END_TAG, POSSESSIVE_TAG = "punc", "pos"
+
+
+def tagged_sentences(
+    rng: random.Random, words: Sequence[str], count: int, min_words: int, max_words: int,
+    lexicon: Path = WSJ_LEXICON, trigram: Path = WSJ_POS_TRIGRAM,
+) -> list[str]:
+    """`count` distinct sentences with the word order of English: a tag sequence from festival's WSJ tag
+    trigram, started after punctuation and ended at the next punctuation once min_words are out (longer
+    than max_words: drawn again), each tag spoken by one of `words` with weight sqrt(P(word | tag)), as
+    the random order weights words by the square root of their frequency. Function words come out as
+    often as in text ("of" 1.8% of the words against 0.6% in random order; measured on 4,000 sentences)
+    and next to the words they go with, which the synthesisers then speak with English phrasing."""
+    tags, counts = pos_trigram(trigram)
+    vocabulary = set(words)
+    spoken: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for word, word_tags in lexicon_entries(lexicon):
+        if word in vocabulary:
+            for tag, log_p in word_tags:
+                spoken[tag].append((word, float(np.exp(log_p / 2))))
+    usable = np.array([tag in spoken or tag in (PHRASE_END_TAG, POSSESSIVE_TAG) for tag in tags])
+    cumulative = counts * usable  # tags without a word of the vocabulary are never drawn
+    cumulative = [[list(np.cumsum(row)) for row in plane] for plane in cumulative]
+    choices = {tag: (list(zip(*spoken[tag]))[0], list(np.cumsum(list(zip(*spoken[tag]))[1]))) for tag in spoken}
+    start = tags.index(PHRASE_END_TAG)
+    sentences: dict[str, None] = {}  # insertion-ordered set
+    for _ in range(count * 50):
+        if len(sentences) == count:
+            return list(sentences)
+        history, sentence = (start, start), []
+        while len(sentence) <= max_words:
+            row = cumulative[history[0]][history[1]]
+            if row[-1] == 0:
+                break
+            tag = rng.choices(range(len(tags)), cum_weights=row)[0]
+            if tags[tag] == PHRASE_END_TAG:
+                if len(sentence) >= min_words:
+                    sentences[" ".join(sentence)] = None
+                    break
+            elif tags[tag] == POSSESSIVE_TAG:
+                if sentence:
+                    sentence[-1] += "'" if sentence[-1].endswith("s") else "'s"
+            else:
+                options, weights = choices[tags[tag]]
+                sentence.append(rng.choices(options, cum_weights=weights)[0])
+            history = (history[1], tag)
+    raise PrepError(f"cannot make {count} distinct sentences of {min_words}-{max_words} words in tag order")
 
 
 _UNITS = (
@@ -799,6 +887,7 @@ def plan_asr(
     engines: Sequence[str] = DEFAULT_ENGINES,
     vocabulary: int = 0,
     numbers: float = 0.0,
+    word_order: str = "random",
 ) -> tuple[list[Utterance], dict]:
     """The utterances of every split, and the speakers (LibriSpeech id -> voice, variant, split, and in
     corpora of several engines engine and person)."""
@@ -809,7 +898,10 @@ def plan_asr(
     }
     rng = random.Random(seed)
     words, weights = lexicon_vocabulary(vocabulary) if vocabulary else (load_words(), None)
-    sentences = unique_sentences(rng, words, sum(sizes.values()), min_words, max_words, weights)
+    if word_order == "pos-trigram":
+        sentences = tagged_sentences(rng, words, sum(sizes.values()), min_words, max_words)
+    else:
+        sentences = unique_sentences(rng, words, sum(sizes.values()), min_words, max_words, weights)
     sentences = iter(add_numbers(sentences, numbers, seed))
     utterances, counters = [], defaultdict(int)
     for split in ASR_SPLITS:
@@ -863,11 +955,13 @@ def generate_asr(
     engines: Sequence[str] = DEFAULT_ENGINES,
     vocabulary: int = 0,
     numbers: float = 0.0,
+    word_order: str = "random",
     jobs: int | None = None,
 ) -> dict[str, Path]:
     """Make (or finish) the ASR corpus and its manifests; returns split -> manifest. `vocabulary` > 0 draws
     sentences from that many words of festival's WSJ lexicon instead of data_prep/wordlist.txt; `numbers`
-    is the fraction of sentences that get a spoken number."""
+    is the fraction of sentences that get a spoken number; `word_order` "pos-trigram" orders the words
+    as English does (`tagged_sentences`, needs `vocabulary`), "random" draws each word on its own."""
     out = Path(out)
     sizes = {"train": train, "dev": dev, "test": test}
     if not 1 <= min_words <= max_words:
@@ -878,8 +972,12 @@ def generate_asr(
         raise PrepError(f"--vocabulary must be 0 (the built-in word list) or a word count, got {vocabulary}")
     if not 0.0 <= numbers <= 1.0:
         raise PrepError(f"--numbers is a fraction of the sentences, from 0 to 1; got {numbers}")
+    if word_order not in WORD_ORDERS:
+        raise PrepError(f"--word-order must be one of {', '.join(WORD_ORDERS)}; got {word_order!r}")
+    if word_order == "pos-trigram" and not vocabulary:
+        raise PrepError("--word-order pos-trigram tags the words of festival's WSJ lexicon: give --vocabulary N too")
     utterances, speakers = plan_asr(
-        out.absolute(), seed, sizes, min_words, max_words, accents, engines, vocabulary, numbers
+        out.absolute(), seed, sizes, min_words, max_words, accents, engines, vocabulary, numbers, word_order
     )
     settings = {"corpus": "asr", "seed": seed, "sizes": sizes, "min_words": min_words, "max_words": max_words,
                 "accents": list(accents), "max_pauses": [MAX_LEADING_PAUSE, MAX_TRAILING_PAUSE], "pause_power": 3,
@@ -889,6 +987,8 @@ def generate_asr(
                      "reference_rate": REFERENCE_RATE, "pitch_span": PITCH_SPAN}
     if vocabulary:  # likewise
         settings |= {"vocabulary": {"source": WSJ_LEXICON.name, "words": vocabulary, "weights": "sqrt(frequency)"}}
+    if word_order != "random":  # likewise
+        settings |= {"word_order": {"source": WSJ_POS_TRIGRAM.name, "weights": "sqrt(P(word | tag))"}}
     if numbers:  # likewise
         settings |= {"numbers": {"fraction": numbers, "digit_strings": list(DIGIT_STRING_LENGTHS),
                                  "amounts_below": 10**AMOUNT_DIGITS}}
@@ -1050,6 +1150,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--numbers", type=float, default=0.0,
         help="fraction of the sentences that get a spoken number, a digit string or an amount (default: 0)",
     )
+    asr.add_argument(
+        "--word-order", choices=WORD_ORDERS, default="random",
+        help="random: every word drawn on its own; pos-trigram: in the order of English, from festival's WSJ "
+        "part-of-speech trigram (with --vocabulary; default: %(default)s)",
+    )
     kws.add_argument("--train-speakers", type=int, default=96, help="default: %(default)s")
     kws.add_argument("--val-speakers", type=int, default=12, help="default: %(default)s")
     kws.add_argument("--test-speakers", type=int, default=12, help="default: %(default)s")
@@ -1074,6 +1179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 engines=args.engines,
                 vocabulary=args.vocabulary,
                 numbers=args.numbers,
+                word_order=args.word_order,
                 jobs=args.jobs,
             )
         else:

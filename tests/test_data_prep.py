@@ -371,24 +371,24 @@ def test_wordlist_is_clean() -> None:
     assert all(re.fullmatch(r"[a-z']+", word) for word in words)
 
 
+def write_lexicon(path: Path, entries: dict[str, dict[str, float]]) -> Path:
+    """Festival's poslex format: one line per word with ln P(word | tag) for each of its tags."""
+    lines = ["MNCL"] + [
+        f'("{word}" (' + "".join(f"({tag} {math.log(p):.3f}) " for tag, p in tags.items()) + ") () )"
+        for word, tags in entries.items()
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def test_lexicon_vocabulary_recovers_counts_from_tag_probabilities(tmp_path: Path) -> None:
     # Tag nn: 10 words seen; "time" 6 times, "way" 3, "day" once (the rarest). Tag vb: "time" once, "go" 4 times.
     # "of" has a tag of its own, "Smith" is a name, "n't" and "$" are tokens, "2" a numeric pseudo-tag.
-    ln = math.log
-    lexicon = tmp_path / "lexicon"
-    lexicon.write_text("\n".join([
-        "MNCL",
-        f'("time" ((nn {ln(6 / 10):.3f}) (vb {ln(1 / 5):.3f}) ) () )',
-        f'("way" ((nn {ln(3 / 10):.3f}) ) () )',
-        f'("day" ((nn {ln(1 / 10):.3f}) ) () )',
-        f'("go" ((vb {ln(4 / 5):.3f}) ) () )',
-        '("of" ((of 0.000) ) () )',
-        f'("Smith" ((nnp {ln(1 / 2):.3f}) ) () )',
-        f'("smith" ((nnp {ln(1 / 2):.3f}) ) () )',
-        f'("n\'t" ((rb {ln(1 / 1):.3f}) ) () )',
-        '("$" ((punc -2.807) ) () )',
-        '("dividing" ((2 0.000) ) () )',
-    ]) + "\n")
+    lexicon = write_lexicon(tmp_path / "lexicon", {
+        "time": {"nn": 6 / 10, "vb": 1 / 5}, "way": {"nn": 3 / 10}, "day": {"nn": 1 / 10}, "go": {"vb": 4 / 5},
+        "of": {"of": 1.0}, "Smith": {"nnp": 1 / 2}, "smith": {"nnp": 1 / 2}, "n't": {"rb": 1.0},
+        "$": {"punc": math.exp(-2.807)}, "dividing": {"2": 1.0},
+    })
     words, weights = synthetic.lexicon_vocabulary(5, lexicon)
     # counts: time 6 + 1 = 7, of = the largest (7), go 4, way 3, smith 1 (nnp's rarest), day 1
     assert words == ["of", "time", "go", "way", "day"]
@@ -400,6 +400,71 @@ def test_lexicon_vocabulary_recovers_counts_from_tag_probabilities(tmp_path: Pat
     rng = random.Random(0)
     sentences = synthetic.unique_sentences(rng, words, 20, 2, 3, weights)
     assert len(set(sentences)) == 20 and all(set(s.split()) <= set(words) for s in sentences)
+
+
+def write_tag_trigram(path: Path, tags: list[str], counts: dict[tuple[str, str, str], float]) -> None:
+    """speech_tools' binary trigram: header, tag lines, big-endian counts with zero runs as -(run + 1)."""
+    index = {tag: i for i, tag in enumerate(tags)}
+    dense = np.zeros((len(tags),) * 3)
+    for (a, b, c), count in counts.items():
+        dense[index[a], index[b], index[c]] = count
+    values, zeros = [], 0
+    for count in dense.ravel():
+        if count == 0:
+            zeros += 1
+            continue
+        if zeros:
+            values.append(-(zeros + 1.0))
+        values.append(count)
+        zeros = 0
+    if zeros:
+        values.append(-(zeros + 1.0))
+    line = " ".join(tags).encode() + b" \n"
+    path.write_bytes(b"NgramBin_2 3\n" + line + line + np.array(values, dtype=">f8").tobytes())
+
+
+def test_tagged_sentences_follow_the_tag_trigram(tmp_path: Path) -> None:
+    # A grammar of noun phrases: "dt nn (pos) (of dt nn (pos))*" between punctuation. "uh" has no word
+    # in the vocabulary and must never be drawn, though the trigram gives it the highest count.
+    tags = ["punc", "dt", "nn", "of", "pos", "uh"]
+    trigram = tmp_path / "trigram"
+    write_tag_trigram(trigram, tags, {
+        ("punc", "punc", "dt"): 5, ("punc", "punc", "uh"): 50, ("punc", "dt", "nn"): 1, ("of", "dt", "nn"): 1,
+        ("dt", "nn", "of"): 1, ("dt", "nn", "punc"): 1, ("dt", "nn", "pos"): 0.5, ("nn", "pos", "of"): 1,
+        ("nn", "pos", "punc"): 1, ("nn", "of", "dt"): 1, ("pos", "of", "dt"): 1,
+    })
+    found, counts = synthetic.pos_trigram(trigram)
+    assert found == tags and counts.shape == (6, 6, 6)
+    assert counts[0, 0, 1] == 5 and counts[2, 4, 3] == 1 and counts.sum() == 63.5
+    lexicon = write_lexicon(tmp_path / "lexicon", {
+        "the": {"dt": 0.9}, "cat": {"nn": 0.5}, "dogs": {"nn": 0.5}, "of": {"of": 1.0}, "um": {"uh": 1.0},
+    })
+    words = ["the", "cat", "dogs", "of"]
+    sentences = synthetic.tagged_sentences(random.Random(3), words, 30, 2, 8, lexicon, trigram)
+    assert sentences == synthetic.tagged_sentences(random.Random(3), words, 30, 2, 8, lexicon, trigram)
+    assert len(set(sentences)) == 30
+    phrase = r"the (cat|dogs)('s|')?"
+    assert all(re.fullmatch(rf"{phrase}( of {phrase})*", sentence) for sentence in sentences), sentences
+    assert all(2 <= len(sentence.split()) <= 8 for sentence in sentences)
+    assert any("cat's" in sentence for sentence in sentences) and any("dogs'" in sentence for sentence in sentences)
+    assert any(" of " in sentence for sentence in sentences)
+    with pytest.raises(PrepError, match="cannot make 30 distinct sentences"):
+        synthetic.tagged_sentences(random.Random(3), words, 30, 2, 2, lexicon, trigram)
+
+
+def test_tag_trigram_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(PrepError, match="apt-get install festlex-poslex"):
+        synthetic.pos_trigram(tmp_path / "missing")
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"NgramBin_2 2\nnn dt\nnn dt\n")
+    with pytest.raises(PrepError, match="not a speech_tools binary trigram"):
+        synthetic.pos_trigram(bad)
+    short = tmp_path / "short"
+    short.write_bytes(b"NgramBin_2 3\nnn dt\nnn dt\n" + np.array([1.0, -3.0], dtype=">f8").tobytes())
+    with pytest.raises(PrepError, match="3 counts for 2 tags, expected 8"):
+        synthetic.pos_trigram(short)
+    with pytest.raises(PrepError, match="give --vocabulary N too"):
+        synthetic.main(["asr", "--out", str(tmp_path / "out"), "--word-order", "pos-trigram"])
 
 
 @pytest.mark.parametrize(
