@@ -86,12 +86,12 @@ demo: setup
 		output_dir=$(RUNS)/demo_asr/evaluation
 
 # A model for real voices without downloads: espeak-ng, flite and festival voices, speaker / room / noise /
-# channel simulation, sentences from a 5,000-word vocabulary, scored on held-out voices and on real human
-# speech (pocketsphinx-testdata). ~1 hour on 2 cores (docs/benchmarks.md).
+# channel simulation, sentences from a 5,000-word vocabulary in English word order, scored on held-out voices
+# and on real human speech (pocketsphinx-testdata). ~1 hour on 2 cores (docs/benchmarks.md).
 demo-voices: setup
 	@echo "==> [1/4] synthesising the many-voice corpus (espeak-ng, flite, festival) into $(DATA)/voices_asr"
 	$(PY) -m data_prep.synthetic asr --out $(DATA)/voices_asr --engines espeak,flite,festival --train-utterances 3600 \
-		--vocabulary 5000 --numbers 0.25
+		--vocabulary 5000 --numbers 0.25 --word-order pos-trigram --max-words 8
 	@echo "==> [2/4] building the real-speech dev set (pocketsphinx-testdata) into $(DATA)/real_dev"
 	$(PY) -m data_prep.real_speech --out $(DATA)/real_dev
 	@echo "==> [3/4] training QuartzNet-deep with voice and channel augmentation (runs/demo_asr_voices)"
