@@ -805,9 +805,12 @@ def tagged_sentences(
             for tag, log_p in word_tags:
                 spoken[tag].append((word, float(np.exp(log_p / 2))))
     usable = np.array([tag in spoken or tag in (PHRASE_END_TAG, POSSESSIVE_TAG) for tag in tags])
-    cumulative = counts * usable  # tags without a word of the vocabulary are never drawn
-    cumulative = [[list(np.cumsum(row)) for row in plane] for plane in cumulative]
-    choices = {tag: (list(zip(*spoken[tag]))[0], list(np.cumsum(list(zip(*spoken[tag]))[1]))) for tag in spoken}
+    # Cumulative weights, so that each draw is a bisection; tags without a word of the vocabulary never come up.
+    cumulative = np.cumsum(counts * usable, axis=-1).tolist()
+    choices = {
+        tag: ([word for word, _ in options], np.cumsum([weight for _, weight in options]).tolist())
+        for tag, options in spoken.items()
+    }
     start = tags.index(PHRASE_END_TAG)
     sentences: dict[str, None] = {}  # insertion-ordered set
     for _ in range(count * 50):
