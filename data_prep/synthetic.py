@@ -746,17 +746,26 @@ def unique_sentences(
     weights: Sequence[float] | None = None,
 ) -> list[str]:
     """`count` distinct sentences of min_words-max_words words drawn from `words` (uniformly, or by `weights`)."""
-    sentences: dict[str, None] = {}  # insertion-ordered set
-    for _ in range(count * 20):
-        if len(sentences) == count:
-            return list(sentences)
+
+    def draw() -> str:
         length = rng.randint(min_words, max_words)
         if weights is None:  # the built-in list's draws, unchanged: existing corpora stay byte-identical
-            sentence = " ".join(rng.choice(words) for _ in range(length))
-        else:
-            sentence = " ".join(rng.choices(words, weights, k=length))
-        sentences[sentence] = None
-    raise PrepError(f"cannot make {count} distinct sentences of {min_words}-{max_words} words from {len(words)} words")
+            return " ".join(rng.choice(words) for _ in range(length))
+        return " ".join(rng.choices(words, weights, k=length))
+
+    return distinct(draw, count, count * 20, f"{min_words}-{max_words} words from {len(words)} words")
+
+
+def distinct(draw: Callable[[], str | None], count: int, attempts: int, what: str) -> list[str]:
+    """The first `count` distinct sentences of up to `attempts` draws (None: a draw that gave none)."""
+    sentences: dict[str, None] = {}  # insertion-ordered set
+    for _ in range(attempts):
+        sentence = draw()
+        if sentence is not None:
+            sentences[sentence] = None
+            if len(sentences) == count:
+                return list(sentences)
+    raise PrepError(f"cannot make {count} distinct sentences of {what}")
 
 
 def pos_trigram(path: Path = WSJ_POS_TRIGRAM) -> tuple[list[str], np.ndarray]:
@@ -812,20 +821,17 @@ def tagged_sentences(
         for tag, options in spoken.items()
     }
     start = tags.index(PHRASE_END_TAG)
-    sentences: dict[str, None] = {}  # insertion-ordered set
-    for _ in range(count * 50):
-        if len(sentences) == count:
-            return list(sentences)
+
+    def draw() -> str | None:
         history, sentence = (start, start), []
         while len(sentence) <= max_words:
             row = cumulative[history[0]][history[1]]
             if row[-1] == 0:
-                break
+                return None
             tag = rng.choices(range(len(tags)), cum_weights=row)[0]
             if tags[tag] == PHRASE_END_TAG:
                 if len(sentence) >= min_words:
-                    sentences[" ".join(sentence)] = None
-                    break
+                    return " ".join(sentence)
             elif tags[tag] == POSSESSIVE_TAG:
                 if sentence:
                     sentence[-1] += "'" if sentence[-1].endswith("s") else "'s"
@@ -833,7 +839,9 @@ def tagged_sentences(
                 options, weights = choices[tags[tag]]
                 sentence.append(rng.choices(options, cum_weights=weights)[0])
             history = (history[1], tag)
-    raise PrepError(f"cannot make {count} distinct sentences of {min_words}-{max_words} words in tag order")
+        return None
+
+    return distinct(draw, count, count * 50, f"{min_words}-{max_words} words in tag order")
 
 
 _UNITS = (
