@@ -90,7 +90,8 @@ WSJ_LEXICON = Path("/usr/share/festival/dicts/wsj.wp39.poslexR")
 # Its companion, festival's part-of-speech trigram of the same text (the tagger's model): counts of tag
 # triples, which give sentences the word order of English (`--word-order pos-trigram`).
 WSJ_POS_TRIGRAM = Path("/usr/share/festival/dicts/wsj.wp39.tri.ngrambin")
-WORD_ORDERS = ("random", "pos-trigram")
+RANDOM_ORDER, TAG_ORDER = "random", "pos-trigram"  # the values of --word-order
+WORD_ORDERS = (RANDOM_ORDER, TAG_ORDER)
 CORPUS_FILE = "corpus.json"
 
 # English voices (accents) of espeak-ng, see `espeak-ng --voices=en`; the mbrola ones need extra packages.
@@ -898,7 +899,7 @@ def plan_asr(
     engines: Sequence[str] = DEFAULT_ENGINES,
     vocabulary: int = 0,
     numbers: float = 0.0,
-    word_order: str = "random",
+    word_order: str = RANDOM_ORDER,
 ) -> tuple[list[Utterance], dict]:
     """The utterances of every split, and the speakers (LibriSpeech id -> voice, variant, split, and in
     corpora of several engines engine and person)."""
@@ -909,7 +910,7 @@ def plan_asr(
     }
     rng = random.Random(seed)
     words, weights = lexicon_vocabulary(vocabulary) if vocabulary else (load_words(), None)
-    if word_order == "pos-trigram":
+    if word_order == TAG_ORDER:
         sentences = tagged_sentences(rng, words, sum(sizes.values()), min_words, max_words)
     else:
         sentences = unique_sentences(rng, words, sum(sizes.values()), min_words, max_words, weights)
@@ -966,7 +967,7 @@ def generate_asr(
     engines: Sequence[str] = DEFAULT_ENGINES,
     vocabulary: int = 0,
     numbers: float = 0.0,
-    word_order: str = "random",
+    word_order: str = RANDOM_ORDER,
     jobs: int | None = None,
 ) -> dict[str, Path]:
     """Make (or finish) the ASR corpus and its manifests; returns split -> manifest. `vocabulary` > 0 draws
@@ -985,7 +986,7 @@ def generate_asr(
         raise PrepError(f"--numbers is a fraction of the sentences, from 0 to 1; got {numbers}")
     if word_order not in WORD_ORDERS:
         raise PrepError(f"--word-order must be one of {', '.join(WORD_ORDERS)}; got {word_order!r}")
-    if word_order == "pos-trigram" and not vocabulary:
+    if word_order == TAG_ORDER and not vocabulary:
         raise PrepError("--word-order pos-trigram tags the words of festival's WSJ lexicon: give --vocabulary N too")
     utterances, speakers = plan_asr(
         out.absolute(), seed, sizes, min_words, max_words, accents, engines, vocabulary, numbers, word_order
@@ -998,7 +999,7 @@ def generate_asr(
                      "reference_rate": REFERENCE_RATE, "pitch_span": PITCH_SPAN}
     if vocabulary:  # likewise
         settings |= {"vocabulary": {"source": WSJ_LEXICON.name, "words": vocabulary, "weights": "sqrt(frequency)"}}
-    if word_order != "random":  # likewise
+    if word_order != RANDOM_ORDER:  # likewise
         settings |= {"word_order": {"source": WSJ_POS_TRIGRAM.name, "weights": "sqrt(P(word | tag))"}}
     if numbers:  # likewise
         settings |= {"numbers": {"fraction": numbers, "digit_strings": list(DIGIT_STRING_LENGTHS),
@@ -1162,7 +1163,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of the sentences that get a spoken number, a digit string or an amount (default: 0)",
     )
     asr.add_argument(
-        "--word-order", choices=WORD_ORDERS, default="random",
+        "--word-order", choices=WORD_ORDERS, default=RANDOM_ORDER,
         help="random: every word drawn on its own; pos-trigram: in the order of English, from festival's WSJ "
         "part-of-speech trigram (with --vocabulary; default: %(default)s)",
     )
