@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from quartznet.common.errors import (
+    ConfigError,
     UserError,
     config_fraction,
     config_int,
@@ -45,7 +46,7 @@ def decoder_for(model: CTCModel, decoding: DictConfig) -> Callable:
     if decoding.strategy == "greedy":
         return model.decode
     if decoding.strategy != "beam":
-        raise ValueError(f"decoding.strategy={decoding.strategy!r}: choose greedy or beam")
+        raise ConfigError(f"decoding.strategy={decoding.strategy!r}: choose greedy or beam")
     log.info("beam search: %s", dict(decoding))
     return BeamSearchDecoder(model.vocabulary, model.blank_id, lm_path=decoding.lm_path,
                              lexicon_path=decoding.lexicon_path, beam_size=decoding.beam_size,

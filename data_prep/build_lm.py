@@ -36,13 +36,13 @@ which a character model cannot use: take only its words (the first column) for t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from data_prep.common import PrepError, parse_args_with_debug, prep_errors, run_main
+from quartznet.data.manifest import manifest_rows, text_field
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 WORD_SEPARATOR = "|"  # the token flashlight expects between words (see quartznet.decoding)
@@ -56,19 +56,26 @@ def read_sentences(paths: Sequence[str | Path]) -> Iterator[str]:
     for path in map(Path, paths):
         if not path.is_file():
             raise PrepError(f"{path}: no such corpus file; give text files (a sentence per line) or manifests")
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                if path.suffix == ".json":
-                    try:
-                        line = str(json.loads(line)["text"])
-                    except (json.JSONDecodeError, KeyError, TypeError) as error:
-                        raise PrepError(f"{path}:{number}: not a manifest line with a 'text' field ({error})") from error
-                line = " ".join(line.lower().split())
-                if line:
-                    yield line
+        if path.suffix == ".json":
+            lines: Iterable[str] = (text_field(row, "text", where) for where, row in manifest_rows(path))
+        else:
+            lines = text_lines(path)
+        for line in lines:
+            line = " ".join(line.lower().split())
+            if line:
+                yield line
+
+
+def text_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file (a byte-order mark accepted); a PrepError naming `file:line` for
+    bytes that are not UTF-8."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                raise PrepError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x}); "
+                                "save the file as UTF-8") from None
 
 
 def sentence_units(sentence: str, unit: str) -> list[str]:

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import torch
 
-from quartznet.common.errors import UserError, user_errors
+from quartznet.common.errors import InputError, MissingInputError, UserError, user_errors
 from quartznet.common.metrics import ErrorCounts, utterance_errors
 from quartznet.data.datasets import collate_asr
+from quartznet.data.manifest import manifest_rows, text_field
 from quartznet.models import CTCModel
 from quartznet.network.heads import LABELS
 from quartznet.tasks import load_transcriber
@@ -49,12 +50,12 @@ UNKNOWN_WORD = "<unk>"
 def decoder_tokens(vocabulary: Sequence[str], blank_id: int) -> list[str]:
     """The decoder's token list for a model's labels (space -> "|", blank appended last)."""
     if blank_id != len(vocabulary):
-        raise ValueError(f"beam search expects the blank last (index {len(vocabulary)}), the model has it at {blank_id}")
+        raise InputError(f"beam search expects the blank last (index {len(vocabulary)}), the model has it at {blank_id}")
     if " " not in vocabulary:
-        raise ValueError("beam search needs a space label to find word boundaries; the vocabulary has none")
+        raise InputError("beam search needs a space label to find word boundaries; the vocabulary has none")
     for reserved in (WORD_SEPARATOR, BLANK_TOKEN):
         if reserved in vocabulary:
-            raise ValueError(f"the vocabulary contains {reserved!r}, which the decoder reserves; rename that label")
+            raise InputError(f"the vocabulary contains {reserved!r}, which the decoder reserves; rename that label")
     return [WORD_SEPARATOR if label == " " else label for label in vocabulary] + [BLANK_TOKEN]
 
 
@@ -87,7 +88,7 @@ def build_lexicon(words: Iterable[str], vocabulary: Sequence[str], path: str | P
             out.write(f"{word}\t{' '.join(spelling)} {WORD_SEPARATOR}\n")
             written += 1
     if not written:
-        raise ValueError(f"{path}: no word could be spelled with the model's labels; check the word list's alphabet")
+        raise InputError(f"{path}: no word could be spelled with the model's labels; check the word list's alphabet")
     if skipped:
         log.warning("%s: left out %d words with characters outside the vocabulary", path, skipped)
     return path
@@ -99,7 +100,9 @@ def read_words(path: str | Path) -> list[str]:
     multi-GB ARPA costs only its unigram section."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such word list (give an ARPA file, a manifest or a word list)")
+        raise MissingInputError(f"{path}: no such word list (give an ARPA file, a manifest or a word list)")
+    if path.suffix == ".json":
+        return [word for where, row in manifest_rows(path) for word in text_field(row, "text", where).lower().split()]
     words: list[str] = []
     with path.open(encoding="utf-8") as handle:
         first = handle.readline()
@@ -114,15 +117,8 @@ def read_words(path: str | Path) -> list[str]:
                 if fields[1] not in ("<s>", "</s>", "<unk>"):
                     words.append(fields[1])
             return words
-        for number, line in enumerate(itertools.chain([first], handle), 1):
-            if not line.strip():
-                continue
-            if path.suffix == ".json":
-                try:
-                    words.extend(str(json.loads(line)["text"]).lower().split())
-                except (json.JSONDecodeError, KeyError, TypeError) as error:
-                    raise ValueError(f"{path}:{number}: not a manifest line with a 'text' field ({error})") from error
-            else:
+        for line in itertools.chain([first], handle):
+            if line.strip():
                 words.append(line.split()[0])
     return words
 
@@ -134,7 +130,7 @@ def _read_spellings(path: str | Path) -> dict[str, str]:
         for number, line in enumerate(handle, 1):
             parts = line.split()
             if len(parts) < 2:
-                raise ValueError(f"{path}:{number}: expected 'word<TAB>c h a r s |', got {line.strip()!r}")
+                raise InputError(f"{path}:{number}: expected 'word<TAB>c h a r s |', got {line.strip()!r}")
             spellings.setdefault(parts[0], "".join(t for t in parts[1:] if t != WORD_SEPARATOR))
     return spellings
 
@@ -158,7 +154,7 @@ class BeamSearchDecoder:
             raise ImportError("beam search needs flashlight-text: pip install flashlight-text") from error
         for name, value in (("lm_path", lm_path), ("lexicon_path", lexicon_path)):
             if value is not None and not Path(value).is_file():
-                raise FileNotFoundError(f"{name}={value}: no such file (an LM: data_prep.build_lm; a lexicon: "
+                raise MissingInputError(f"{name}={value}: no such file (an LM: data_prep.build_lm; a lexicon: "
                                         "python -m quartznet.decoding lexicon)")
         self.tokens = decoder_tokens(vocabulary, blank_id)
         # lexicon mode reports whole lexicon words (the token path may end inside a word); they are

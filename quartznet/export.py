@@ -23,8 +23,6 @@ import argparse
 import copy
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,8 +30,8 @@ import onnx
 import torch
 from torch import nn
 
-from quartznet.common.errors import UserError, user_errors
-from quartznet.common.outputs import check_writable, set_default_permissions
+from quartznet.common.errors import ConfigError, InputError, UserError, user_errors
+from quartznet.common.outputs import check_writable, replaced_atomically
 from quartznet.network.features import FilterbankFeatures
 from quartznet.network.fold import fold_batchnorm
 
@@ -142,32 +140,24 @@ def _signature(variant: str) -> tuple[list[str], list[str], dict[str, dict[int, 
 def export_onnx(model: CTCModel, path: str | Path, variant: str, opset: int = DEFAULT_OPSET) -> Path:
     """Write `model` (BatchNorm folded here; the argument is not modified) as ONNX `variant` to `path`."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+        raise ConfigError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
     from quartznet.tasks import task_of
 
     if not task_of(model).transcribes:
         raise TypeError(f"ONNX export supports CTCModel (speech recognition), got {type(model).__name__}")
     if variant == "mel" and not isinstance(model.preprocessor.featurizer, FilterbankFeatures):
-        raise ValueError("the mel variant needs the log-mel preprocessor (AudioToMelSpectrogramPreprocessor)")
+        raise InputError("the mel variant needs the log-mel preprocessor (AudioToMelSpectrogramPreprocessor)")
     folded = fold_batchnorm(model)
     wrapper = {"openvino": FeaturesToLogProbs, "lengths": FeaturesWithLengths, "mel": AudioWithLengths}[variant]
     module = wrapper(folded).eval()
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ValueError(f"opset {opset}: choose {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
+        raise ConfigError(f"opset {opset}: choose {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
     inputs, outputs, dynamic_axes = _signature(variant)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Written to a temporary file beside `path` and renamed onto it when complete and checked: an
-    # interrupted or failed export never leaves a half-written (or removes an existing) `path`.
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    temporary = Path(name)
-    try:
+    # Renamed onto `path` only when complete and checked: an interrupted or failed export (a full disk
+    # included, named in the error) never leaves a half-written `path` or removes an existing one.
+    with replaced_atomically(path) as temporary:
         _export_to(module, model, variant, temporary, inputs, outputs, dynamic_axes, opset)
-        set_default_permissions(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -191,10 +181,7 @@ def _export_to(
     for key, value in metadata.items():
         onnx_model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(onnx_model)
-    with open(path, "wb") as handle:
-        handle.write(onnx_model.SerializeToString())
-        handle.flush()
-        os.fsync(handle.fileno())
+    path.write_bytes(onnx_model.SerializeToString())
 
 
 def _opset(text: str) -> int:

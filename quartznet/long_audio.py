@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from quartznet.common.errors import InputError
 from quartznet.network.features import FeatureStatistics, FilterbankFeatures
 
 if TYPE_CHECKING:
@@ -159,7 +160,7 @@ def chunked_log_probs(
     preprocessor = model.preprocessor
     featurizer = preprocessor.featurizer
     if not isinstance(featurizer, FilterbankFeatures):
-        raise ValueError("chunked transcription needs the mel front end (AudioToMelSpectrogramPreprocessor)")
+        raise InputError("chunked transcription needs the mel front end (AudioToMelSpectrogramPreprocessor)")
     stride = model.encoder.total_stride
     frames_per_second = preprocessor.sample_rate / preprocessor.hop_length
     # Window edges on whole output frames, so each window's output frames line up with the file's.

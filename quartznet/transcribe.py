@@ -29,9 +29,10 @@ import soundfile
 import torch
 from tqdm import tqdm
 
-from quartznet.common.errors import UserError, user_errors
+from quartznet.common.errors import ConfigError, InputError, UserError, user_errors
 from quartznet.common.outputs import JsonLinesOutput, check_writable
 from quartznet.data.audio import AudioError, audio_duration, load_audio, stream_audio
+from quartznet.data.manifest import audio_path_field, manifest_rows, seconds_field
 from quartznet.long_audio import chunked_log_probs
 from quartznet.network.heads import ctc_token_runs
 
@@ -51,36 +52,20 @@ class AudioItem:
     duration: float | None = None
 
 
-class InputError(UserError, ValueError):
-    """A command-line input that is neither audio, a folder nor a readable manifest."""
-
-
 def audio_suffixes() -> set[str]:
     """File endings of every format this soundfile build reads (wav, flac, ogg, mp3, ...)."""
     return {"." + name.lower() for name in soundfile.available_formats()} | {".oga", ".opus"}
 
 
 def _manifest_items(path: Path) -> list[AudioItem]:
-    # Transcription manifests need no `text` or `duration`, so read_manifests (which requires them for
-    # training) is not used; relative paths resolve against the manifest's folder as everywhere else.
+    # Transcription manifests need no `text` or `duration`; a given `duration` is always honoured (it
+    # may cut a file short with or without an offset). Rows are read and checked as everywhere else.
     items = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                audio = Path(str(row["audio_filepath"])).expanduser()
-                offset = float(row.get("offset") or 0.0)
-                # A given duration is always honoured: it may cut a file short with or without an offset.
-                duration = float(row["duration"]) if row.get("duration") is not None else None
-                if offset < 0 or (duration is not None and duration <= 0):
-                    raise ValueError(f"offset must be >= 0 and duration > 0, got offset={offset}, duration={duration}")
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
-                raise InputError(f"{path}:{number}: each line must be a JSON object with `audio_filepath` "
-                                 f"(and numeric `offset` >= 0 / `duration` > 0 if given); fix this line "
-                                 f"({type(error).__name__}: {error})") from error
-            items.append(AudioItem(str(audio if audio.is_absolute() else path.parent / audio), offset, duration))
+    for where, row in manifest_rows(path):
+        audio = audio_path_field(row, where, path)
+        offset = seconds_field(row, "offset", where) or 0.0
+        duration = seconds_field(row, "duration", where, positive=True)
+        items.append(AudioItem(str(audio), offset, duration))
     return items
 
 
@@ -224,7 +209,7 @@ def iter_transcriptions(
     """
     decode = decode or model.decode
     if batch_size < 1 or chunk_seconds <= 0 or overlap_seconds < 0:
-        raise ValueError("batch_size must be >= 1, chunk_seconds > 0 and overlap_seconds >= 0")
+        raise ConfigError("batch_size must be >= 1, chunk_seconds > 0 and overlap_seconds >= 0")
     items = [p if isinstance(p, AudioItem) else AudioItem(str(p)) for p in paths]
     errors = [] if errors is None else errors
     sample_rate = model.preprocessor.sample_rate

@@ -3,8 +3,14 @@ archive as untrusted data.
 
 A `.nemo` file is a tar (plain, or gzip before 2022) holding `./model_config.yaml` (the `model:`
 config) and `./model_weights.ckpt` (a `torch.save`d state dict). Reading never unpickles code
-(`torch.load(weights_only=True)`) and never writes outside a fresh temporary folder: every member is
-checked before anything is extracted.
+(`torch.load(weights_only=True)`), and an archive can cost only bounded time and memory
+(docs/reliability.md#checkpoints-are-untrusted):
+- only those two members are read, each streamed to a fresh temporary folder after its size was
+  checked against its limit (MEMBER_LIMITS); other members are passed over without being read, and an
+  archive with more than MAX_MEMBERS entries is refused;
+- a member that could write outside its folder or is not a regular file (links, devices) is refused;
+- the config may use YAML anchors and aliases, but a config of more than MAX_CONFIG_VALUES values once
+  they are expanded (an alias bomb) is refused before anything is built from it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import gzip
 import io
 import os
 import re
+import shutil
 import tarfile
 import tempfile
 import time
@@ -24,6 +31,7 @@ import torch
 import yaml
 
 from quartznet.common.errors import UserError
+from quartznet.common.outputs import replaced_atomically
 
 CONFIG_NAME = "model_config.yaml"
 WEIGHTS_NAME = "model_weights.ckpt"
@@ -72,33 +80,75 @@ def checked_member_path(archive: Path, member: tarfile.TarInfo) -> PurePosixPath
     return PurePosixPath(*parts)
 
 
-def safe_extract(archive: str | os.PathLike, destination: str | os.PathLike) -> list[Path]:
-    """Extract a plain or gzip tar into `destination` after checking every member; returns the files."""
-    archive, destination = Path(archive), Path(destination)
+# What reading a .nemo may cost. NeMo's QuartzNet 15x5 has a 76 MB weights member and a 6 KB config.
+MEMBER_LIMITS = {CONFIG_NAME: 4 << 20, WEIGHTS_NAME: 2 << 30}  # bytes
+MAX_MEMBERS = 10_000  # archive entries looked at before the archive is refused
+MAX_CONFIG_VALUES = 100_000  # config values once YAML aliases are expanded (QuartzNet 15x5: ~500)
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+
+
+def read_needed_members(archive: Path, folder: Path) -> dict[str, Path]:
+    """Stream the config and weights members of `archive` into `folder` -> {member name: file}.
+
+    Each member is checked (checked_member_path) and held to MEMBER_LIMITS before a byte of it is read;
+    reading stops once both are found. A CheckpointError (UnsafeArchiveError) names the member refused.
+    """
     try:
         tar = tarfile.open(archive, mode="r:*")
     except (*DAMAGED_ARCHIVE_ERRORS, OSError) as error:
         raise CheckpointError(
             f"{archive}: not a readable .nemo/tar archive ({error}); is this the checkpoint file?"
         ) from error
+    found: dict[str, Path] = {}
     with tar:
         try:
-            members = tar.getmembers()
-            checked = [(member, checked_member_path(archive, member)) for member in members]
-            written = []
-            for member, relative in checked:
-                if relative is None:
+            for count, member in enumerate(tar, start=1):
+                if count > MAX_MEMBERS:
+                    raise CheckpointError(
+                        f"{archive}: more than {MAX_MEMBERS} entries before {' and '.join(MEMBER_LIMITS)} were "
+                        "found; refusing it (a .nemo holds a few)"
+                    )
+                relative = checked_member_path(archive, member)
+                if relative is None or relative.name not in MEMBER_LIMITS or relative.name in found:
                     continue
-                target = destination.joinpath(*relative.parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
+                limit = MEMBER_LIMITS[relative.name]
+                if member.size > limit:
+                    raise CheckpointError(
+                        f"{archive}: member {member.name} is {_size(member.size)}, over the {_size(limit)} limit for "
+                        f"{relative.name}; refusing to read it"
+                    )
+                target = folder / relative.name
                 with tar.extractfile(member) as source, open(target, "wb") as sink:
-                    sink.write(source.read())
-                written.append(target)
+                    shutil.copyfileobj(source, sink, 1 << 20)
+                found[relative.name] = target
+                if len(found) == len(MEMBER_LIMITS):
+                    break
         except DAMAGED_ARCHIVE_ERRORS as error:
             raise CheckpointError(
                 f"{archive}: truncated or damaged archive ({error}); copy or download it again"
             ) from error
-    return written
+    return found
+
+
+def check_config_size(config: Any, path: Path, where: str) -> None:
+    """A CheckpointError when `config` holds more than MAX_CONFIG_VALUES values, each alias counted as
+    often as it is used (what building the model would expand); stops counting at the limit."""
+    pending, values = [config], 0
+    while pending:
+        node = pending.pop()
+        values += 1
+        if values > MAX_CONFIG_VALUES:
+            raise CheckpointError(
+                f"{path}: {where} holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases are "
+                "expanded (an alias bomb?); refusing it"
+            )
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            pending.extend(node)
 
 
 def _check_exists(path: Path) -> None:
@@ -112,6 +162,7 @@ def check_model_config(config: Any, path: Path, where: str) -> dict[str, Any]:
     """`config` if it is a mapping with the module sections every model has; a CheckpointError otherwise."""
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: {where} is not a YAML mapping; the checkpoint is damaged or not a model")
+    check_config_size(config, path, where)
     model = config["model"] if "encoder" not in config and isinstance(config.get("model"), dict) else config
     for section in MODEL_SECTIONS:
         if not isinstance(model.get(section), dict):
@@ -127,15 +178,15 @@ def load_nemo(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.
     path = Path(path)
     _check_exists(path)
     with tempfile.TemporaryDirectory(prefix="quartznet-nemo-") as folder:
-        files = {file.name: file for file in safe_extract(path, folder)}
+        files = read_needed_members(path, Path(folder))
         for needed in (CONFIG_NAME, WEIGHTS_NAME):
             if needed not in files:
                 raise CheckpointError(
-                    f"{path}: no {needed} inside; is this a .nemo checkpoint? (found {sorted(files)})"
+                    f"{path}: no {needed} inside; is this a .nemo checkpoint? (found {sorted(files) or 'neither'})"
                 )
         try:
             config = yaml.safe_load(files[CONFIG_NAME].read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as error:
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: nested too deep
             mark = getattr(error, "problem_mark", None)
             problem = getattr(error, "problem", None) or " ".join(str(error).split())
             if mark is not None:
@@ -191,13 +242,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
 def save_nemo(path: str | os.PathLike, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> Path:
     """Write NeMo's layout: an uncompressed tar with `./model_config.yaml` and `./model_weights.ckpt`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     weights = io.BytesIO()
     torch.save({key: value.detach().cpu() for key, value in state_dict.items()}, weights)
     config_bytes = yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode()
-    partial = path.with_name(path.name + ".partial")
     now = time.time()
-    with tarfile.open(partial, mode="w") as tar:
+    # Never a half-written checkpoint under the final name (replaced_atomically).
+    with replaced_atomically(path) as partial, tarfile.open(partial, mode="w") as tar:
         root = tarfile.TarInfo("./")
         root.type, root.mode, root.mtime = tarfile.DIRTYPE, 0o755, now
         tar.addfile(root)
@@ -205,5 +255,4 @@ def save_nemo(path: str | os.PathLike, config: dict[str, Any], state_dict: dict[
             info = tarfile.TarInfo(f"./{name}")
             info.size, info.mode, info.mtime = len(payload), 0o644, now
             tar.addfile(info, io.BytesIO(payload))
-    partial.replace(path)  # never leave a half-written checkpoint under the final name
     return path

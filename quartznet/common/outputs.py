@@ -1,44 +1,74 @@
-"""Outputs that survive interruptions: checked before work starts, streamed, replaced atomically.
+"""Outputs that survive interruptions and never destroy an input: checked before work starts, streamed,
+replaced atomically.
 
-* `check_writable(path)` fails at once when a result could not be written later (missing or read-only
-  folder), before any work is done.
-* `atomic_write_text(path, text)` writes a temporary file beside `path`, syncs it, then renames it over
-  `path`: a reader, a crash or a full disk never sees half a file, and the old file stays until the
-  new one is complete.
-* `JsonLinesOutput` streams rows to `<path>.partial` as they are ready (one flushed JSON line each) and
-  renames it onto `path` when the work is done. Interrupted, it leaves `<path>.partial` with every
-  finished row and `path` as it was.
+* `check_writable(path, inputs)` fails at once when a result could not be written later (a folder in
+  the way, a read-only place) or when it would overwrite one of the command's inputs, before any work is
+  done. Missing folders on the way are created, with their parents, as `mkdir -p` does.
+* `replaced_atomically(path)` hands out a temporary file beside `path` and renames it onto `path` once
+  the block has written it and it is synced: a reader, a crash or a full disk never sees half a file,
+  and the old file stays until the new one is complete. `atomic_write_text` / `atomic_write_json`
+  write a string that way.
+* `JsonLinesOutput` streams rows to `<path>.partial` as they are ready (one JSON line each, written
+  straight to the file) and renames it onto `path` when the work is done. Interrupted, it leaves
+  `<path>.partial` with every finished row and `path` as it was; a write that fails (a full disk) is
+  cut back to the last complete row.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from quartznet.common.errors import UserError
 
+# Errors of writing a file that say something about the place, not about the program.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
+PathLike = str | os.PathLike
 
-def check_writable(path: str | os.PathLike) -> Path:
-    """`path` as a Path, after checking that its folder exists (created if its parent does) and takes
-    new files; a UserError naming the path otherwise."""
+
+def same_file(first: PathLike, second: PathLike) -> bool:
+    """Whether two paths name one file: the same inode when both exist (links and `..` included), else
+    the same absolute path once symbolic links are resolved."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return Path(first).resolve() == Path(second).resolve()
+
+
+def check_not_an_input(path: PathLike, inputs: Iterable[PathLike]) -> None:
+    """A UserError when the output `path` is one of `inputs`: writing it would destroy that input."""
+    for source in inputs:
+        if source is not None and same_file(path, source):
+            raise UserError(
+                f"{path}: is also an input of this command ({source}); writing the output there would destroy "
+                "it; choose another output path"
+            )
+
+
+def check_writable(path: PathLike, inputs: Iterable[PathLike] = ()) -> Path:
+    """`path` as a Path, after checking that it is none of `inputs`, that it is not a folder, and that its
+    folder (created with any missing parents) takes new files; a UserError naming the path otherwise."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a folder; give a file name for the output")
-    folder = path.parent
+    check_not_an_input(path, inputs)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".check"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".check"):
             pass
     except OSError as error:
         raise UserError(f"{path}: cannot write here ({error.strerror or error}); choose another output path") from None
     return path
 
 
-def set_default_permissions(path: str | os.PathLike) -> None:
+def set_default_permissions(path: PathLike) -> None:
     """Give a file made by `tempfile.mkstemp` (0600) the permissions `open()` would have given it
     (0666 less the umask), before it is renamed into place."""
     umask = os.umask(0)
@@ -46,53 +76,82 @@ def set_default_permissions(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` to `path` all at once: a temporary file in the same folder, fsync, rename."""
+def write_error(path: Path, error: OSError) -> UserError:
+    """The one-line error of a failed write of `path`: which file, why, and that the old one is intact."""
+    kept = f"; {path} was left as it was" if path.exists() else ""
+    return UserError(f"{path}: writing failed ({error.strerror or error}){kept}; free some space or choose another "
+                     "output path")
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: PathLike) -> Iterator[Path]:
+    """A temporary file beside `path` for the block to write (by any means: open, savefig, torch.onnx);
+    synced and renamed onto `path` when the block ends without error, removed otherwise. A write that
+    fails for a reason of the place (full disk, read-only, permissions) is a UserError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise write_error(path, error) from error
+    os.close(descriptor)
+    temporary = Path(name)
+    try:
+        yield temporary
+        with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
         set_default_permissions(temporary)
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    except OSError as error:
+        if error.errno not in WRITE_ERRNOS:
+            raise
+        raise write_error(path, error) from error
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
-def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` all at once (replaced_atomically)."""
+    with replaced_atomically(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def atomic_write_json(path: PathLike, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 class JsonLinesOutput:
-    """Rows streamed to `<path>.partial`, one flushed JSON line each, renamed onto `path` by `commit()`.
+    """Rows streamed to `<path>.partial`, one JSON line each, renamed onto `path` by `commit()`.
 
     As a context manager it commits on success and, on any error or Ctrl-C, keeps the partial file
-    (every row finished so far) and leaves `path` untouched.
+    (every row finished so far) and leaves `path` untouched. `inputs`: the command's input files, which
+    `path` must not be (check_writable).
     """
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = check_writable(path)
+    def __init__(self, path: PathLike, inputs: Iterable[PathLike] = ()):
+        self.path = check_writable(path, inputs)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.rows = 0
-        self._handle = self.partial.open("w", encoding="utf-8")
+        self._complete = 0  # bytes of complete rows in the partial file
+        self._handle = open(self.partial, "wb", buffering=0)  # unbuffered: a row is on disk when write returns
 
     def write(self, row: dict[str, Any]) -> None:
+        line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
         try:
-            self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            self._handle.flush()
-        except OSError as error:  # a full disk, a vanished folder: say where, and that `path` is intact
+            rest = memoryview(line)
+            while rest:
+                rest = rest[self._handle.write(rest):]
+        except OSError as error:  # a full disk, a vanished folder: cut the torn row, say where, `path` is intact
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._handle.fileno(), self._complete)
             raise self._write_error(error) from error
+        self._complete += len(line)
         self.rows += 1
 
     def commit(self) -> Path:
         """Close and move the finished file into place (atomic on one file system)."""
         try:
-            self._handle.flush()
             os.fsync(self._handle.fileno())
             self._handle.close()
             os.replace(self.partial, self.path)
@@ -114,11 +173,8 @@ class JsonLinesOutput:
 
     def keep_partial(self) -> Path:
         """Close without replacing `path`; the rows written so far stay in `self.partial`."""
-        if not self._handle.closed:
-            try:
-                self._handle.close()
-            except OSError:  # flushing the last bytes failed (full disk): what was flushed before stays
-                pass
+        with contextlib.suppress(OSError):
+            self._handle.close()
         return self.partial
 
     def __enter__(self) -> JsonLinesOutput:

@@ -23,6 +23,8 @@ import torch
 import torchaudio
 from torch.utils.data import Dataset
 
+from quartznet.common.errors import ConfigError
+
 
 def item_seed(*key: int) -> int:
     """A well-mixed 63-bit seed from non-negative ints (e.g. seed, epoch, index): neighbouring keys give
@@ -53,7 +55,7 @@ class WaveformAugmentation:
         max_level: float = -46.0,
     ):
         if not 0 < min_speed <= max_speed:
-            raise ValueError(f"speed range must satisfy 0 < min_speed <= max_speed, got {min_speed}, {max_speed}")
+            raise ConfigError(f"speed range must satisfy 0 < min_speed <= max_speed, got {min_speed}, {max_speed}")
         self.sample_rate = sample_rate
         self.speed_prob, self.min_speed, self.max_speed = speed_prob, min_speed, max_speed
         self.shift_prob, self.min_shift_ms, self.max_shift_ms = shift_prob, min_shift_ms, max_shift_ms

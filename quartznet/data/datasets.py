@@ -313,7 +313,9 @@ class AudioToCharDataset(ManifestDataset):
     """ASR manifest dataset: item i is ASRItem(audio (L,), tokens (U,)) or Skipped(path, reason).
 
     Texts are tokenized once here, so characters outside `labels` are counted and logged once
-    (`dropped_characters`) and empty transcripts are known up front (`empty_transcripts`). Entries
+    (`dropped_characters`) and empty transcripts are known up front (`empty_transcripts`). Training
+    skips them; evaluation (`keep_empty_transcripts`) scores them like any row: the words the model
+    outputs there are insertions, and the reference word count is unchanged. Entries
     outside [min_duration, max_duration] are left out and counted in `filtered`. `durations` lists
     the kept entries' manifest durations, for `DurationBucketSampler`.
     """
@@ -327,9 +329,11 @@ class AudioToCharDataset(ManifestDataset):
         max_duration: float | None = 16.7,
         waveform_transform: WaveformTransform | None = None,
         duration_tolerance: float | None = DURATION_TOLERANCE,
+        keep_empty_transcripts: bool = False,
     ):
         self.sample_rate = sample_rate
         self.waveform_transform = waveform_transform
+        self.keep_empty_transcripts = keep_empty_transcripts
         self.tokenizer = CharTokenizer(labels)
         entries = self._check(read_manifests(manifest_filepath, field="text"), manifest_filepath, duration_tolerance)
         self.entries, self.filtered = _filter_durations(entries, min_duration, max_duration, str(manifest_filepath))
@@ -340,13 +344,15 @@ class AudioToCharDataset(ManifestDataset):
             log.warning("%s: %s", manifest_filepath, self.tokenizer.dropped_summary())
         if self.empty_transcripts:
             log.warning(
-                "%s: %d transcripts are empty after dropping characters outside the alphabet; "
-                "they are skipped (and reported per epoch)", manifest_filepath, self.empty_transcripts,
+                "%s: %d transcripts are empty (or empty after dropping characters outside the alphabet); %s",
+                manifest_filepath, self.empty_transcripts,
+                "they are scored: every word the model outputs for them is an insertion" if keep_empty_transcripts
+                else "they are skipped (and reported per epoch)",
             )
 
     def __getitem__(self, index: int) -> ASRItem | Skipped:
         entry, tokens = self.entries[index], self.tokens[index]
-        if tokens.numel() == 0:
+        if tokens.numel() == 0 and not self.keep_empty_transcripts:
             return Skipped(str(entry.audio_filepath), f"empty transcript after dropping unknown characters ({entry.source})")
         audio = _load(entry, self.sample_rate, self.waveform_transform)
         return audio if isinstance(audio, Skipped) else ASRItem(audio, tokens)

@@ -1,24 +1,28 @@
 """NeMo manifests: JSON lines with `audio_filepath`, `duration` and `text` (ASR) or `label` (classification).
 
 Relative audio paths are resolved against the manifest's folder, several manifests may be joined
-(a comma-separated string or a list), and a malformed line is an error naming `file:line` before any
-training starts.
+(a comma-separated string or a list), and a malformed line is an error naming `file:line`, the field and
+what it must be, before any training starts. `manifest_rows` and the `*_field` readers are the one way
+every command reads a manifest (training, evaluation, transcription, data preparation).
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import json
+import math
 import os
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from quartznet.common.errors import UserError
+from quartznet.common.outputs import replaced_atomically
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest line that cannot be used; the message names `file:line` and what to fix."""
 
 
@@ -51,39 +55,100 @@ def check_manifest_files(manifests: str | os.PathLike | Sequence[str | os.PathLi
     for path in paths:
         if not path.is_file():
             raise UserError(f"{key}: manifest {path} does not exist; give an existing manifest file")
-        with open(path, encoding="utf-8", errors="replace") as lines:
+        with open(path, encoding="utf-8-sig", errors="replace") as lines:
             if not any(line.strip() for line in lines):
                 raise UserError(f"{key}: manifest {path} is empty (no rows); give a manifest with utterances")
     return paths
 
 
-def _entry(row: Any, manifest: Path, line_number: int, field: str) -> ManifestEntry:
-    where = f"{manifest}:{line_number}"
-    if not isinstance(row, Mapping):
-        raise ManifestError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    for key in ("audio_filepath", "duration", field):
-        if key not in row:
-            raise ManifestError(f"{where}: missing field {key!r} (each line needs audio_filepath, duration, {field})")
+def manifest_rows(manifest: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("file:line", row) for every non-blank line of a JSON-lines manifest, read as UTF-8 (a byte-order
+    mark at the start, as Windows editors write it, is accepted). A line that is not UTF-8, not JSON
+    or not a JSON object is a ManifestError naming `file:line`; a missing file is a ManifestError too."""
+    manifest = Path(manifest)
     try:
-        duration = float(row["duration"])
-        offset = float(row.get("offset") or 0.0)
-    except (TypeError, ValueError) as error:
-        raise ManifestError(f"{where}: `duration`/`offset` must be numbers ({error})") from error
-    if duration < 0 or offset < 0:
-        raise ManifestError(f"{where}: `duration` and `offset` must be >= 0")
-    if not isinstance(row[field], str):
-        raise ManifestError(f"{where}: field {field!r} must be a string, got {row[field]!r}")
-    audio = Path(str(row["audio_filepath"])).expanduser()
-    if not audio.is_absolute():
-        audio = manifest.parent / audio
+        handle = open(manifest, "rb")
+    except FileNotFoundError:
+        raise ManifestError(f"{manifest}: manifest not found; check the path") from None
+    except OSError as error:
+        raise ManifestError(f"{manifest}: cannot read the manifest ({error.strerror or error})") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{manifest}:{number}"
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ManifestError(
+                    f"{where}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
+                    "save the manifest as UTF-8"
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ManifestError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+            if not isinstance(row, dict):
+                raise ManifestError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            yield where, row
+
+
+def audio_path_field(row: Mapping[str, Any], where: str, manifest: Path) -> Path:
+    """The row's `audio_filepath` as an absolute path (relative ones are relative to the manifest's folder)."""
+    value = row.get("audio_filepath")
+    if "audio_filepath" not in row:
+        raise ManifestError(f"{where}: missing field 'audio_filepath' (the audio file of this row)")
+    if not isinstance(value, str) or not value.strip():
+        raise ManifestError(f"{where}: field 'audio_filepath' must be a non-empty string (a file path), got {value!r}")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else manifest.parent / path
+
+
+def seconds_field(row: Mapping[str, Any], key: str, where: str, required: bool = False,
+                  positive: bool = False) -> float | None:
+    """The row's `key` as a finite number of seconds >= 0 (> 0 when `positive`), None when absent (or null)
+    and not `required`. A number written as a string ("1.5") is accepted, as NeMo's tools write some."""
+    value = row.get(key)
+    if value is None:
+        if required:
+            raise ManifestError(f"{where}: missing field {key!r} (seconds of audio)")
+        return None
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    bound = "> 0" if positive else ">= 0"
+    if number is None or not math.isfinite(number) or number < 0 or (positive and number == 0):
+        raise ManifestError(f"{where}: field {key!r} must be a finite number of seconds {bound}, got {value!r}")
+    return number
+
+
+def text_field(row: Mapping[str, Any], key: str, where: str) -> str:
+    """The row's `key` (`text` or `label`) as a string."""
+    if key not in row:
+        raise ManifestError(f"{where}: missing field {key!r}")
+    if not isinstance(row[key], str):
+        raise ManifestError(f"{where}: field {key!r} must be a string, got {row[key]!r}")
+    return row[key]
+
+
+def _entry(row: Mapping[str, Any], manifest: Path, where: str, field: str) -> ManifestEntry:
+    audio = audio_path_field(row, where, manifest)
+    duration = seconds_field(row, "duration", where, required=True)
+    offset = seconds_field(row, "offset", where)
+    value = text_field(row, field, where)
     return ManifestEntry(
         audio_filepath=audio,
         duration=duration,
-        text=row[field] if field == "text" else None,
-        label=row[field] if field == "label" else None,
-        offset=offset,
+        text=value if field == "text" else None,
+        label=value if field == "label" else None,
+        offset=offset or 0.0,
         source=where,
-        offset_given=row.get("offset") is not None,
+        offset_given=offset is not None,
     )
 
 
@@ -95,43 +160,26 @@ def read_manifests(
 ) -> list[ManifestEntry]:
     """Read and validate every line of every manifest; keep entries within the duration bounds.
 
-    `field` is "text" (ASR) or "label" (classification). Raises ManifestError on the first bad line,
-    FileNotFoundError for a missing manifest.
+    `field` is "text" (ASR) or "label" (classification). Raises ManifestError on the first bad line
+    (`file:line`, the field and what it must be) and for a missing manifest.
     """
     if field not in ("text", "label"):
         raise ValueError(f"field must be 'text' or 'label', got {field!r}")
     entries = []
     for manifest in manifest_paths(manifests):
-        if not manifest.is_file():
-            raise FileNotFoundError(f"manifest not found: {manifest}")
-        with open(manifest, encoding="utf-8") as lines:
-            for line_number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ManifestError(f"{manifest}:{line_number}: not valid JSON ({error.msg})") from error
-                entry = _entry(row, manifest, line_number, field)
-                if min_duration is not None and entry.duration < min_duration:
-                    continue
-                if max_duration is not None and entry.duration > max_duration:
-                    continue
-                entries.append(entry)
+        for where, row in manifest_rows(manifest):
+            entry = _entry(row, manifest, where, field)
+            if min_duration is not None and entry.duration < min_duration:
+                continue
+            if max_duration is not None and entry.duration > max_duration:
+                continue
+            entries.append(entry)
     return entries
 
 
 def write_manifest(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """Write JSON lines atomically (a temp file renamed into place); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            for row in rows:
-                out.write(json.dumps(dict(row), ensure_ascii=False) + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """Write JSON lines atomically (replaced_atomically); returns the path."""
+    with replaced_atomically(path) as temporary, open(temporary, "w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(dict(row), ensure_ascii=False) + "\n")
+    return Path(path)

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from quartznet.common.errors import ConfigError, InputError
+
 
 def distributed_rank_and_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
     """Explicit values, else torch.distributed when initialised, else torchrun/Lightning's RANK/WORLD_SIZE, else (0, 1)."""
@@ -83,7 +85,7 @@ class DurationBucketSampler(Sampler[list[int]]):
         drop_last: bool = False,
     ):
         if batch_size < 1 or num_buckets < 1:
-            raise ValueError(f"batch_size ({batch_size}) and num_buckets ({num_buckets}) must be >= 1")
+            raise ConfigError(f"batch_size ({batch_size}) and num_buckets ({num_buckets}) must be >= 1")
         self.rank, self.num_replicas = distributed_rank_and_world(rank, num_replicas)
         self.durations = np.asarray(durations, dtype=np.float64)
         if self.durations.ndim != 1 or len(self.durations) == 0:
@@ -95,7 +97,7 @@ class DurationBucketSampler(Sampler[list[int]]):
         self._bucket_edges = np.linspace(0, len(self._sorted), min(num_buckets, len(self._sorted)) + 1).round().astype(int)
         total_batches = self._total_batches()
         if total_batches == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"{len(self.durations)} items cannot fill one batch of {batch_size} per rank on "
                 f"{self.num_replicas} ranks with drop_last=True; lower batch_size or set drop_last=False"
             )
@@ -169,7 +171,7 @@ class DurationBucketSampler(Sampler[list[int]]):
         for key, value in (("seed", self.seed), ("batch_size", self.batch_size),
                            ("num_replicas", self.num_replicas), ("num_items", len(self.durations))):
             if state[key] != value:
-                raise ValueError(
+                raise InputError(
                     f"cannot resume: the saved sampler had {key}={state[key]}, this one has {value}; "
                     "resume with the same data, batch size, seed and number of GPUs"
                 )

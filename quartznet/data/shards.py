@@ -38,6 +38,8 @@ import webdataset
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
+from quartznet.common.errors import ConfigError, InputError, MissingInputError
+from quartznet.common.outputs import atomic_write_text, replaced_atomically
 from quartznet.data.audio import AudioError, load_audio
 from quartznet.data.datasets import (
     ASRBatch,
@@ -95,9 +97,12 @@ def _fingerprint(entries: Sequence[ManifestEntry], options: Mapping[str, Any]) -
 
 def _write_shard(path: Path, members: list[tuple[int, ManifestEntry, Any]], field: str, bucket: int) -> dict[str, Any]:
     """Write one shard atomically; returns its index record, byte size, text/label counts and skipped entries."""
-    temporary = path.with_name(f".{path.name}.tmp")
     total, count, values, skipped = 0.0, 0, Counter(), []
-    with open(temporary, "wb") as stream, webdataset.TarWriter(stream, encoder=False, mtime=0.0) as tar:
+    with (
+        replaced_atomically(path) as temporary,
+        open(temporary, "wb") as stream,
+        webdataset.TarWriter(stream, encoder=False, mtime=0.0) as tar,
+    ):
         for position, entry, info in members:
             try:
                 extension, audio, duration = _audio_sample(entry, info)
@@ -111,7 +116,6 @@ def _write_shard(path: Path, members: list[tuple[int, ManifestEntry, Any]], fiel
             total += duration
             count += 1
             values.update(value if field == "text" else [value])
-    os.replace(temporary, path)
     record = {"name": path.name, "bucket": bucket, "count": count, "duration": round(total, 3)}
     return {"record": record, "bytes": path.stat().st_size, "values": values, "skipped": skipped}
 
@@ -140,7 +144,7 @@ def write_shards(
     rerun keeps the shards an interrupted run finished and returns at once when all are done.
     """
     if shard_size < 1 or num_buckets < 1:
-        raise ValueError(f"shard_size ({shard_size}) and num_buckets ({num_buckets}) must be >= 1")
+        raise ConfigError(f"shard_size ({shard_size}) and num_buckets ({num_buckets}) must be >= 1")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = [str(path) for path in manifest_paths(manifest)]
@@ -157,7 +161,7 @@ def write_shards(
 
     usable, skipped = _readable_entries(entries, progress)
     if not usable:
-        raise ValueError(f"no usable audio in {', '.join(sources)} ({len(skipped)} files skipped, e.g. {skipped[:3]})")
+        raise InputError(f"no usable audio in {', '.join(sources)} ({len(skipped)} files skipped, e.g. {skipped[:3]})")
     usable.sort(key=lambda item: item[1].duration)  # ties keep manifest order, so the split is stable
     buckets, plan = _plan_shards(len(usable), num_buckets, shard_size, shuffle, seed)
     done = _write_planned_shards(out_dir, plan, usable, field, fingerprint, progress)
@@ -185,9 +189,7 @@ def write_shards(
         "skipped": skipped,
         "options": options,
     }
-    temporary = index_path.with_name(f".{INDEX_NAME}.tmp")
-    temporary.write_text(json.dumps(index, indent=1, ensure_ascii=False))
-    os.replace(temporary, index_path)
+    atomic_write_text(index_path, json.dumps(index, indent=1, ensure_ascii=False))
     (out_dir / PROGRESS_NAME).unlink(missing_ok=True)
     if skipped:
         log.warning("%d utterances skipped while writing shards, e.g. %s", len(skipped), skipped[:3])
@@ -266,10 +268,10 @@ def _read_index(index: str | os.PathLike | Mapping[str, Any]) -> tuple[dict[str,
     if path.is_dir():
         path = path / INDEX_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"shard index not found: {path} (make_shards.py writes it next to the shards)")
+        raise MissingInputError(f"shard index not found: {path} (make_shards.py writes it next to the shards)")
     data = json.loads(path.read_text())
     if data.get("format") != INDEX_FORMAT:
-        raise ValueError(f"{path}: not a quartznet shard index (format {data.get('format')!r}, expected {INDEX_FORMAT!r})")
+        raise InputError(f"{path}: not a quartznet shard index (format {data.get('format')!r}, expected {INDEX_FORMAT!r})")
     return data, path.parent, str(path)
 
 
@@ -327,7 +329,7 @@ class ShardDataset(IterableDataset):
     ):
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         index_name = self._select_shards(urls, index, bucket)
         self.field = self.index["field"]
         self.labels = list(labels)
@@ -350,23 +352,23 @@ class ShardDataset(IterableDataset):
             urls = webdataset.shardlists.expand_urls(urls)
         if index is None:
             if not urls or not Path(urls[0]).is_file():
-                raise ValueError("pass index= (the index.json written with the shards) when shards are URLs or pipes")
+                raise ConfigError("pass index= (the index.json written with the shards) when shards are URLs or pipes")
             index = Path(urls[0]).parent / INDEX_NAME
         self.index, folder, index_name = _read_index(index)
         records = {shard["name"]: shard for shard in self.index["shards"]}
         if urls is None:
             if folder is None:
-                raise ValueError("pass urls= when the index is given as a dict")
+                raise ConfigError("pass urls= when the index is given as a dict")
             urls = [str(folder / name) for name in records]
         self.shards = []
         for url in urls:
             record = records.get(shard_name(url))
             if record is None:
-                raise ValueError(f"shard {url} is not listed in {index_name}; pass the index written with these shards")
+                raise InputError(f"shard {url} is not listed in {index_name}; pass the index written with these shards")
             if bucket is None or record["bucket"] == bucket:
                 self.shards.append((url, int(record["count"])))
         if not any(count for _, count in self.shards):
-            raise ValueError(f"no utterances in the selected shards of {index_name} (bucket={bucket})")
+            raise InputError(f"no utterances in the selected shards of {index_name} (bucket={bucket})")
         return index_name
 
     def _count_batches(self) -> int:
@@ -405,7 +407,7 @@ class ShardDataset(IterableDataset):
         else:
             unknown = sorted(set(self.index["labels"]) - set(self.labels))
             if unknown:
-                raise ValueError(f"{index_name}: labels {unknown} are not among the model's labels {self.labels}")
+                raise InputError(f"{index_name}: labels {unknown} are not among the model's labels {self.labels}")
             self.label_index = {label: i for i, label in enumerate(self.labels)}
 
     def __len__(self) -> int:
@@ -489,7 +491,7 @@ class ShardDataset(IterableDataset):
                     count += 1
                     yield sample
             if count == 0:
-                raise RuntimeError(f"shards {[unit[0] for unit in units]} gave no samples: {errors[:3]}")
+                raise InputError(f"shards {[unit[0] for unit in units]} gave no samples: {errors[:3]}")
 
     def _batches(self, samples: Iterator[tuple[str, dict]], rng: np.random.Generator) -> Iterator[list[tuple[str, dict]]]:
         """Cut the stream into batches; with a sort window, each window is sorted by duration first."""
@@ -544,7 +546,7 @@ class ShardDataset(IterableDataset):
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         if workers != self._workers:
-            raise ValueError(
+            raise ConfigError(
                 f"ShardDataset was built with num_workers={self.num_workers} but runs in a DataLoader with "
                 f"{workers} workers; pass the same number to both (or use dataset.loader())"
             )

@@ -11,6 +11,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from quartznet.common.errors import ConfigError
+
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -25,9 +27,9 @@ class CharTokenizer:
     def __init__(self, labels: Sequence[str], lowercase: bool = True):
         labels = list(labels)
         if any(len(label) != 1 for label in labels):
-            raise ValueError(f"CharTokenizer needs single-character labels, got {labels!r}")
+            raise ConfigError(f"CharTokenizer needs single-character labels, got {labels!r}")
         if len(set(labels)) != len(labels):
-            raise ValueError(f"labels contain duplicates: {labels!r}")
+            raise ConfigError(f"labels contain duplicates: {labels!r}")
         self.labels = labels
         self.lowercase = lowercase
         self.blank_id = len(labels)

@@ -10,6 +10,7 @@ always name NeMo's, so NeMo can restore what we write.
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import re
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from quartznet.common.checkpoint import (
     load_checkpoint,
     save_nemo,
 )
+from quartznet.common.errors import ConfigError
 from quartznet.network.encoder import ConvASREncoder, nemo_encoder_section
 from quartznet.network.features import (
     AudioToMelSpectrogramPreprocessor,
@@ -90,10 +92,10 @@ def split_target(section: Mapping[str, Any], where: str) -> tuple[type[nn.Module
     kwargs = dict(section)
     target = kwargs.pop("_target_", None)
     if target is None:
-        raise ValueError(f"model config: `{where}` needs a `_target_` naming its module")
+        raise ConfigError(f"model config: `{where}` needs a `_target_` naming its module")
     name = str(target).rsplit(".", 1)[-1]
     if name not in MODULES:
-        raise ValueError(
+        raise ConfigError(
             f"model config: {where}._target_={target!r} is not a module quartznet provides "
             f"(supported: {', '.join(sorted(MODULES))})"
         )
@@ -124,6 +126,15 @@ def to_nemo_targets(config: dict[str, Any]) -> dict[str, Any]:
 def full_lengths(x: torch.Tensor) -> torch.Tensor:
     """(B,) lengths saying every row of a (B, ..., T) batch is valid to its end."""
     return torch.full((x.shape[0],), x.shape[-1], dtype=torch.long, device=x.device)
+
+
+def config_section_of(weight: str) -> str:
+    """The model config section that sets a state-dict key's shape: `encoder.jasper[i]` for the i-th
+    encoder block (`encoder.encoder.i...`), else the key's top-level section."""
+    parts = weight.split(".")
+    if parts[:2] == ["encoder", "encoder"] and len(parts) > 2 and parts[2].isdigit():
+        return f"encoder.jasper[{parts[2]}]"
+    return parts[0]
 
 
 class QuartzNetModel(pl.LightningModule):
@@ -180,7 +191,7 @@ class QuartzNetModel(pl.LightningModule):
         self.vtlp = None
         if self.cfg.get("vtlp"):
             if not hasattr(self.preprocessor, "mel_centre_frequencies"):
-                raise ValueError("model config: `vtlp` warps mel features; this preprocessor has no mel filterbank")
+                raise ConfigError("model config: `vtlp` warps mel features; this preprocessor has no mel filterbank")
             self.vtlp = VocalTractLengthPerturbation(
                 self.preprocessor.mel_centre_frequencies(), self.preprocessor.sample_rate,
                 **OmegaConf.to_container(self.cfg.vtlp),
@@ -196,16 +207,17 @@ class QuartzNetModel(pl.LightningModule):
     def section(self, key: str) -> tuple[type[nn.Module], dict[str, Any]]:
         """The module class and kwargs of config section `key` (NeMo or quartznet `_target_`)."""
         if key not in self.cfg or self.cfg[key] is None:
-            raise ValueError(f"model config: missing `{key}` section")
+            raise ConfigError(f"model config: missing `{key}` section")
         return split_target(OmegaConf.to_container(self.cfg[key]), key)
 
     def build(self, key: str, **extra: Any) -> nn.Module:
         """Instantiate the config section `key`."""
         cls, kwargs = self.section(key)
         try:
+            inspect.signature(cls).bind(**kwargs, **extra)  # an unknown or missing key, before any work
             return cls(**kwargs, **extra)
-        except TypeError as error:
-            raise TypeError(f"model config `{key}` ({cls.__name__}): {error}") from error
+        except (TypeError, ConfigError) as error:
+            raise ConfigError(f"model config `{key}` ({cls.__name__}): {error}") from error
 
     def fill_decoder_input(self) -> None:
         """As NeMo: a missing `decoder.feat_in` is the encoder's output width; a wrong one is an error."""
@@ -213,7 +225,7 @@ class QuartzNetModel(pl.LightningModule):
         if not feat_in:
             self.cfg.decoder.feat_in = self.encoder.feat_out
         elif feat_in != self.encoder.feat_out:
-            raise ValueError(
+            raise ConfigError(
                 f"model config: decoder.feat_in={feat_in} but the encoder outputs {self.encoder.feat_out} channels"
             )
 
@@ -234,12 +246,12 @@ class QuartzNetModel(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """NeMo's `optim` section: name, lr, betas, weight_decay, ... and `sched` (per-step schedule)."""
         if not self.cfg.get("optim"):
-            raise ValueError("model config: `optim` section needed to train (name, lr, ...)")
+            raise ConfigError("model config: `optim` section needed to train (name, lr, ...)")
         optim = OmegaConf.to_container(self.cfg.optim)
         name = optim.pop("name")
         schedule = optim.pop("sched", None)
         if name not in OPTIMIZERS:
-            raise ValueError(f"model config: optim.name={name!r}; choose one of {sorted(OPTIMIZERS)}")
+            raise ConfigError(f"model config: optim.name={name!r}; choose one of {sorted(OPTIMIZERS)}")
         parameters = [p for p in self.parameters() if p.requires_grad]
         optimizer = OPTIMIZERS[name](parameters, **optim)
         if not schedule:
@@ -352,19 +364,23 @@ class QuartzNetModel(pl.LightningModule):
     ) -> QuartzNetModel:
         """The model `config` describes, with `state_dict` loaded (`source` names the file in errors).
 
-        Refused, with a CheckpointError naming `source`: a config the model cannot be built from, a weight
-        whose shape differs from the model's (the first such key, both shapes), a weight holding NaN or
-        Inf (the first such tensor), and, when `strict`, missing or unexpected keys."""
+        Refused, with a CheckpointError naming `source`, before the model is allocated: a config the model
+        cannot be built from, a weight whose shape differs from what the config asks for (the first such
+        key, its config section and both shapes), a weight holding NaN or Inf (the first such tensor),
+        and, when `strict`, missing or unexpected keys. The config is first built on the meta device
+        (shapes only), so a config asking for a huge model costs nothing unless its weights are there."""
         try:
-            model = cls(config)
+            with torch.device("meta"):
+                skeleton = cls(config)
         except (ValueError, TypeError, KeyError, OmegaConfBaseException) as error:
             raise CheckpointError(f"{source}: {' '.join(str(error).split())}") from error
-        expected = model.state_dict()
+        expected = {key: tuple(tensor.shape) for key, tensor in skeleton.state_dict().items()}
         for key, tensor in state_dict.items():
-            if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
+            if key in expected and tuple(tensor.shape) != expected[key]:
                 raise CheckpointError(
-                    f"{source}: weight {key} has shape {tuple(tensor.shape)} but the model its config describes "
-                    f"needs {tuple(expected[key].shape)}; the weights do not belong to this config"
+                    f"{source}: weight {key} has shape {tuple(tensor.shape)} in the checkpoint, but its config "
+                    f"(`{config_section_of(key)}`) asks for {expected[key]}; the config and the weights do not "
+                    "belong together"
                 )
         for key, tensor in state_dict.items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
@@ -373,13 +389,15 @@ class QuartzNetModel(pl.LightningModule):
                     f"{source}: weight {key} holds {bad} NaN/Inf values of {tensor.numel()}; the checkpoint is "
                     "broken (did training diverge?); use an earlier checkpoint"
                 )
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        missing, unexpected = skeleton.load_state_dict(state_dict, strict=False, assign=True)  # torch's rules, no copy
         if strict and (missing or unexpected):
             raise CheckpointError(
                 f"{source}: weights do not fit the model its config describes: "
                 f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
             )
+        model = cls(config)
+        model.load_state_dict(state_dict, strict=False)
         return model
 
     @classmethod

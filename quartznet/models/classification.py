@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from quartznet.common.errors import ConfigError
 from quartznet.models.base import QuartzNetModel, full_lengths
 from quartznet.network.features import crop_or_pad_frames
 
@@ -20,7 +21,7 @@ class ClassificationModel(QuartzNetModel):
     def __init__(self, cfg: Mapping[str, Any] | DictConfig):
         super().__init__(cfg)
         if not self.cfg.get("labels"):
-            raise ValueError("model config: `labels` (the class names) is required")
+            raise ConfigError("model config: `labels` (the class names) is required")
         self.preprocessor = self.build_preprocessor()
         self.encoder = self.build("encoder")
         self.fill_decoder_input()
@@ -67,7 +68,7 @@ class ClassificationModel(QuartzNetModel):
         """A new class list: the linear head is rebuilt for it, the encoder is kept."""
         new_labels = list(new_labels)
         if len(set(new_labels)) != len(new_labels):
-            raise ValueError(f"change_labels: labels must be distinct, got {new_labels}")
+            raise ConfigError(f"change_labels: labels must be distinct, got {new_labels}")
         self.cfg.labels = new_labels
         self.cfg.decoder.num_classes = len(new_labels)
         self.decoder = self.build("decoder").to(self.device)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from quartznet.common.errors import ConfigError
 from quartznet.common.metrics import ErrorCounts, corpus_errors
 from quartznet.models.base import QuartzNetModel
 from quartznet.network.heads import ctc_greedy_decode, ctc_loss
@@ -61,7 +62,7 @@ class CTCModel(QuartzNetModel):
         """A new alphabet: the head is rebuilt (blank = len(new_vocabulary), last), the encoder is kept."""
         new_vocabulary = list(new_vocabulary)
         if len(set(new_vocabulary)) != len(new_vocabulary) or not all(isinstance(c, str) for c in new_vocabulary):
-            raise ValueError(f"change_vocabulary: labels must be distinct strings, got {new_vocabulary}")
+            raise ConfigError(f"change_vocabulary: labels must be distinct strings, got {new_vocabulary}")
         self.cfg.labels = new_vocabulary
         self.cfg.decoder.vocabulary = new_vocabulary
         self.cfg.decoder.num_classes = len(new_vocabulary)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from quartznet.common.errors import ConfigError
 from quartznet.network.masks import time_mask
 
 BN_EPS = 1e-3  # NeMo's BatchNorm1d eps for Jasper blocks
@@ -36,7 +37,7 @@ ACTIVATIONS = {
 
 def make_activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+        raise ConfigError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 
@@ -87,7 +88,7 @@ class MaskedConv1d(nn.Module):
     ):
         super().__init__()
         if stride > 1 and dilation > 1:
-            raise ValueError(f"a conv cannot have both stride ({stride}) and dilation ({dilation}) > 1")
+            raise ConfigError(f"a conv cannot have both stride ({stride}) and dilation ({dilation}) > 1")
         padding = dilation * (kernel_size - 1) // 2
         self.conv = nn.Conv1d(
             in_channels, out_channels, kernel_size, stride=stride, padding=padding,
@@ -130,7 +131,7 @@ CONV_LAYOUTS = ("channels_last_2d", "conv1d")
 def set_conv_layout(module: nn.Module, layout: str) -> None:
     """Run every MaskedConv1d inside `module` in `layout` (one of CONV_LAYOUTS)."""
     if layout not in CONV_LAYOUTS:
-        raise ValueError(f"conv layout must be one of {CONV_LAYOUTS}, got {layout!r}")
+        raise ConfigError(f"conv layout must be one of {CONV_LAYOUTS}, got {layout!r}")
     for conv in module.modules():
         if isinstance(conv, MaskedConv1d):
             conv.layout = layout
@@ -187,7 +188,7 @@ class JasperBlock(nn.Module):
     ):
         super().__init__()
         if residual and stride > 1:
-            raise ValueError("a residual block cannot be strided (its 1x1 residual conv keeps the frame rate)")
+            raise ConfigError("a residual block cannot be strided (its 1x1 residual conv keeps the frame rate)")
         self.mconv = nn.ModuleList()
         channels = in_channels
         for index in range(repeat):

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from quartznet.common.errors import ConfigError
 from quartznet.network.blocks import (
     JasperBlock,
     MaskedConv1d,
@@ -36,9 +37,9 @@ FIXED_ENCODER_KEYS = {
 def _check_fixed(where: str, options: Mapping[str, Any], fixed: Mapping[str, Any]) -> None:
     for key, value in options.items():
         if key not in fixed:
-            raise TypeError(f"{where}: unknown config key {key!r}")
+            raise ConfigError(f"{where}: unknown config key {key!r}")
         if value is not None and value != fixed[key]:
-            raise ValueError(f"{where}: {key}={value!r} is not supported (only {fixed[key]!r})")
+            raise ConfigError(f"{where}: {key}={value!r} is not supported (only {fixed[key]!r})")
 
 
 def _single(value: int | Sequence[int], key: str, where: str) -> int:
@@ -46,7 +47,7 @@ def _single(value: int | Sequence[int], key: str, where: str) -> int:
     if isinstance(value, int):
         return value
     if len(value) != 1:
-        raise ValueError(f"{where}: {key} must hold one value for 1-D convs, got {list(value)}")
+        raise ConfigError(f"{where}: {key} must hold one value for 1-D convs, got {list(value)}")
     return int(value[0])
 
 

@@ -13,12 +13,14 @@ Features are always computed in fp32 with autocast off.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torchaudio
 from torch import nn
 
+from quartznet.common.errors import ConfigError
 from quartznet.network.masks import time_mask
 
 LOG_ZERO_GUARD = 2.0**-24  # NeMo's `log_zero_guard_value` for log-mels
@@ -74,7 +76,7 @@ class FeatureStatistics:
 
     def __init__(self, mode: str):
         if mode not in NORMALIZERS:
-            raise ValueError(f"normalize must be one of {sorted(NORMALIZERS)}, got {mode!r}")
+            raise ConfigError(f"normalize must be one of {sorted(NORMALIZERS)}, got {mode!r}")
         self.mode = mode
         self.count = 0
         self.mean = torch.zeros(())
@@ -130,6 +132,18 @@ class StftPower(nn.Module):
         return spec.real.square() + spec.imag.square()
 
 
+def slaney_filterbank(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int) -> torch.Tensor:
+    """(n_freqs, n_mels) triangular mel filters, Slaney's scale and area normalisation (NeMo's librosa
+    defaults). On the meta device (a model built for its shapes only, before a checkpoint's weights are
+    checked against them) only the shape is made: torchaudio's boolean indexing has no meta kernel."""
+    if torch.get_default_device().type == "meta":
+        return torch.empty(n_freqs, n_mels)
+    return torchaudio.functional.melscale_fbanks(
+        n_freqs=n_freqs, f_min=f_min, f_max=f_max, n_mels=n_mels, sample_rate=sample_rate, norm="slaney",
+        mel_scale="slaney",
+    )
+
+
 class FilterbankFeatures(nn.Module):
     """Log-mel filterbank features with NeMo's buffers `window` and `fb` (state-dict compatible).
 
@@ -158,19 +172,16 @@ class FilterbankFeatures(nn.Module):
     ):
         super().__init__()
         if variant not in MEL_VARIANTS:
-            raise ValueError(f"mel variant must be one of {MEL_VARIANTS}, got {variant!r}")
+            raise ConfigError(f"mel variant must be one of {MEL_VARIANTS}, got {variant!r}")
         if normalize is not None and normalize not in NORMALIZERS:
-            raise ValueError(f"normalize must be one of {sorted(NORMALIZERS)} or null, got {normalize!r}")
+            raise ConfigError(f"normalize must be one of {sorted(NORMALIZERS)} or null, got {normalize!r}")
         self.hop_length, self.n_fft, self.win_length = hop_length, n_fft, win_length
         self.preemph, self.dither, self.normalize, self.pad_to = preemph, dither, normalize, pad_to
         self.variant = variant
         self.sample_rate, self.f_min, self.f_max = sample_rate, f_min, f_max
         self.register_buffer("window", torch.hann_window(win_length, periodic=False))
         # torchaudio gives (n_freqs, n_mels); NeMo stores (1, n_mels, n_freqs) for a batched matmul.
-        fb = torchaudio.functional.melscale_fbanks(
-            n_freqs=n_fft // 2 + 1, f_min=f_min, f_max=f_max, n_mels=n_mels,
-            sample_rate=sample_rate, norm="slaney", mel_scale="slaney",
-        )
+        fb = slaney_filterbank(n_fft // 2 + 1, f_min, f_max, n_mels, sample_rate)
         self.register_buffer("fb", fb.T.unsqueeze(0).contiguous())
         self.power_spectrum: nn.Module = StftPower(n_fft, hop_length, win_length)
 
@@ -182,10 +193,7 @@ class FilterbankFeatures(nn.Module):
         """(n_mels,) the frequency in Hz at which each mel filter peaks, to 1 Hz (what warping the mel axis
         needs: quartznet.network.spec_augment.VocalTractLengthPerturbation)."""
         n_freqs = int(self.sample_rate // 2) + 1  # a 1 Hz grid
-        filters = torchaudio.functional.melscale_fbanks(
-            n_freqs=n_freqs, f_min=self.f_min, f_max=self.f_max, n_mels=self.n_mels,
-            sample_rate=self.sample_rate, norm="slaney", mel_scale="slaney",
-        )  # (n_freqs, n_mels)
+        filters = slaney_filterbank(n_freqs, self.f_min, self.f_max, self.n_mels, self.sample_rate)  # (n_freqs, n_mels)
         return filters.argmax(0).float() * (self.sample_rate / 2) / (n_freqs - 1)
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
@@ -258,9 +266,9 @@ class AudioToMelSpectrogramPreprocessor(nn.Module):
             if key in self.INERT_KEYS:
                 continue
             if key not in self.FIXED_KEYS:
-                raise TypeError(f"AudioToMelSpectrogramPreprocessor: unknown config key {key!r}")
+                raise ConfigError(f"AudioToMelSpectrogramPreprocessor: unknown config key {key!r}")
             if value is not None and value != self.FIXED_KEYS[key]:
-                raise ValueError(
+                raise ConfigError(
                     f"AudioToMelSpectrogramPreprocessor: {key}={value!r} is not supported "
                     f"(QuartzNet uses {self.FIXED_KEYS[key]!r})"
                 )
@@ -348,20 +356,24 @@ class AudioToMFCCPreprocessor(nn.Module):
     ):
         super().__init__()
         if window != "hann":
-            raise ValueError(f"AudioToMFCCPreprocessor: window={window!r} is not supported (use 'hann')")
+            raise ConfigError(f"AudioToMFCCPreprocessor: window={window!r} is not supported (use 'hann')")
         if not log:
-            raise ValueError("AudioToMFCCPreprocessor: log=false (dB scaling) is not supported; use log=true")
+            raise ConfigError("AudioToMFCCPreprocessor: log=false (dB scaling) is not supported; use log=true")
         win_length = n_window_size or round(window_size * sample_rate)
         self.hop_length = n_window_stride or round(window_stride * sample_rate)
         self.sample_rate = sample_rate
-        self.featurizer = torchaudio.transforms.MFCC(
-            sample_rate=sample_rate, n_mfcc=n_mfcc, dct_type=dct_type, norm=norm, log_mels=log,
-            melkwargs={
-                "n_fft": n_fft or 2 ** math.ceil(math.log2(win_length)), "win_length": win_length,
-                "hop_length": self.hop_length, "n_mels": n_mels, "f_min": lowfreq,
-                "f_max": highfreq or sample_rate / 2, "window_fn": torch.hann_window,
-            },
-        )
+        # On the meta device (shapes only, see slaney_filterbank) the transform is made on the CPU: its
+        # filterbank check reads values. Its buffers are small (n_mels x n_fft / 2 and n_mels x n_mfcc).
+        on_meta = torch.get_default_device().type == "meta"
+        with torch.device("cpu") if on_meta else contextlib.nullcontext():
+            self.featurizer = torchaudio.transforms.MFCC(
+                sample_rate=sample_rate, n_mfcc=n_mfcc, dct_type=dct_type, norm=norm, log_mels=log,
+                melkwargs={
+                    "n_fft": n_fft or 2 ** math.ceil(math.log2(win_length)), "win_length": win_length,
+                    "hop_length": self.hop_length, "n_mels": n_mels, "f_min": lowfreq,
+                    "f_max": highfreq or sample_rate / 2, "window_fn": torch.hann_window,
+                },
+            )
 
     @property
     def n_features(self) -> int:

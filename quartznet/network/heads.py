@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from quartznet.common.errors import ConfigError
 from quartznet.network.encoder import xavier_init
 
 # QuartzNet's English alphabet (docs/nemo_compatibility.md §1); the CTC blank comes after it, at index
@@ -27,13 +28,13 @@ class ConvASRDecoder(nn.Module):
     ):
         super().__init__()
         if vocabulary is None:
-            raise ValueError("decoder.vocabulary is required (the output labels, without the blank)")
+            raise ConfigError("decoder.vocabulary is required (the output labels, without the blank)")
         if num_classes > 0 and num_classes != len(vocabulary):
-            raise ValueError(
+            raise ConfigError(
                 f"decoder.num_classes={num_classes} but decoder.vocabulary has {len(vocabulary)} labels"
             )
         if init_mode != "xavier_uniform" or not add_blank:
-            raise ValueError("ConvASRDecoder supports init_mode='xavier_uniform' with add_blank=true only")
+            raise ConfigError("ConvASRDecoder supports init_mode='xavier_uniform' with add_blank=true only")
         self.vocabulary = list(vocabulary)
         self.blank_id = len(self.vocabulary)
         self.decoder_layers = nn.Sequential(nn.Conv1d(feat_in, self.blank_id + 1, kernel_size=1, bias=True))
@@ -55,11 +56,14 @@ class ConvASRDecoder(nn.Module):
 
 def ctc_token_runs(best: torch.Tensor, blank_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The CTC rule (docs/nemo_compatibility.md §1) on one best path: (T,) frame ids -> (tokens, first
-    frames, end frames) of each run of one non-blank id. A repeated id with no blank between is one token."""
+    frames, end frames) of each run of one non-blank id. A repeated id with no blank between is one token.
+    T = 0 gives three empty tensors."""
     new_run = torch.ones_like(best, dtype=torch.bool)
     new_run[1:] = best[1:] != best[:-1]
     starts = new_run.nonzero().squeeze(1)
-    ends = torch.cat([starts[1:], starts.new_tensor([best.numel()])])
+    # Each run ends where the next begins; the last at T. No frames (audio shorter than one encoder
+    # stride): no runs.
+    ends = torch.cat([starts[1:], starts.new_tensor([best.numel()])]) if starts.numel() else starts
     tokens = best[starts]
     keep = tokens != blank_id
     return tokens[keep], starts[keep], ends[keep]
@@ -91,7 +95,7 @@ class ConvASRDecoderClassification(nn.Module):
     ):
         super().__init__()
         if init_mode != "xavier_uniform" or pooling_type != "avg" or not return_logits:
-            raise ValueError(
+            raise ConfigError(
                 "ConvASRDecoderClassification supports init_mode='xavier_uniform', pooling_type='avg', "
                 "return_logits=true only"
             )

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from quartznet.common.errors import ConfigError
+
 
 def _random_spans(count: int, max_width: torch.Tensor, extent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` random [start, start + width) spans per utterance: widths in [0, max_width], inside [0, extent).
@@ -110,11 +112,11 @@ class VocalTractLengthPerturbation(nn.Module):
     ):
         super().__init__()
         if not 0 <= prob <= 1:
-            raise ValueError(f"vtlp prob must be in [0, 1], got {prob}")
+            raise ConfigError(f"vtlp prob must be in [0, 1], got {prob}")
         if not 0 < min_warp <= max_warp:
-            raise ValueError(f"vtlp warp range must satisfy 0 < min_warp <= max_warp, got {min_warp}, {max_warp}")
+            raise ConfigError(f"vtlp warp range must satisfy 0 < min_warp <= max_warp, got {min_warp}, {max_warp}")
         if not 0 < boundary_hz < sample_rate / 2:
-            raise ValueError(f"vtlp boundary_hz must lie between 0 and the Nyquist frequency, got {boundary_hz}")
+            raise ConfigError(f"vtlp boundary_hz must lie between 0 and the Nyquist frequency, got {boundary_hz}")
         self.register_buffer("centres", centres.float(), persistent=False)
         self.nyquist = sample_rate / 2
         self.prob, self.min_warp, self.max_warp, self.boundary_hz = prob, min_warp, max_warp, boundary_hz

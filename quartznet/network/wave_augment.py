@@ -42,6 +42,7 @@ import torch
 import torchaudio
 from torch import nn
 
+from quartznet.common.errors import ConfigError
 from quartznet.network import acoustics
 from quartznet.network.masks import time_mask
 
@@ -90,17 +91,17 @@ class BatchWaveformAugmentation(nn.Module):
         for low, high, name in ((min_speed, max_speed, "speed"), (min_tempo, max_tempo, "tempo"), (min_rt60, max_rt60, "rt60"),
                                 (min_high_rt60_ratio, max_high_rt60_ratio, "high_rt60_ratio")):
             if not 0 < low <= high:
-                raise ValueError(f"{name} range must satisfy 0 < min_{name} <= max_{name}, got {low}, {high}")
+                raise ConfigError(f"{name} range must satisfy 0 < min_{name} <= max_{name}, got {low}, {high}")
         if not 0 < min_low_hz <= max_low_hz < min_high_hz <= max_high_hz <= sample_rate / 2:
-            raise ValueError(
+            raise ConfigError(
                 "band limits must satisfy 0 < min_low_hz <= max_low_hz < min_high_hz <= max_high_hz <= sample_rate / 2, "
                 f"got {min_low_hz}, {max_low_hz}, {min_high_hz}, {max_high_hz}"
             )
         unknown = sorted(set(noise_colours) - set(acoustics.NOISE_COLOURS))
         if unknown or not noise_colours:
-            raise ValueError(f"noise_colours must be some of {list(acoustics.NOISE_COLOURS)}, got {list(noise_colours)}")
+            raise ConfigError(f"noise_colours must be some of {list(acoustics.NOISE_COLOURS)}, got {list(noise_colours)}")
         if not 2 <= codec_bits <= 16:
-            raise ValueError(f"codec_bits must be in [2, 16], got {codec_bits}")
+            raise ConfigError(f"codec_bits must be in [2, 16], got {codec_bits}")
         self.sample_rate = sample_rate
         self.speed_prob, self.min_speed, self.max_speed = speed_prob, min_speed, max_speed
         self.shift_prob, self.min_shift_ms, self.max_shift_ms = shift_prob, min_shift_ms, max_shift_ms
@@ -117,7 +118,7 @@ class BatchWaveformAugmentation(nn.Module):
         for name in COMPONENTS:
             value = getattr(self, f"{name}_prob")
             if not 0 <= value <= 1:
-                raise ValueError(f"{name}_prob must be in [0, 1], got {value}")
+                raise ConfigError(f"{name}_prob must be in [0, 1], got {value}")
 
     def forward(
         self, audio: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None

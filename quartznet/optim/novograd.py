@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from quartznet.common.errors import ConfigError
+
 
 class NovoGrad(torch.optim.Optimizer):
     def __init__(
@@ -27,9 +29,9 @@ class NovoGrad(torch.optim.Optimizer):
         grad_averaging: bool = False,
     ):
         if lr < 0 or eps < 0 or weight_decay < 0:
-            raise ValueError(f"NovoGrad: lr, eps and weight_decay must be >= 0 (got {lr}, {eps}, {weight_decay})")
+            raise ConfigError(f"NovoGrad: lr, eps and weight_decay must be >= 0 (got {lr}, {eps}, {weight_decay})")
         if not all(0.0 <= beta < 1.0 for beta in betas):
-            raise ValueError(f"NovoGrad: betas must lie in [0, 1), got {betas}")
+            raise ConfigError(f"NovoGrad: betas must lie in [0, 1), got {betas}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, grad_averaging=grad_averaging)
         super().__init__(params, defaults)
 

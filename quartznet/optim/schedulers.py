@@ -15,13 +15,15 @@ from collections.abc import Callable
 
 import torch
 
+from quartznet.common.errors import ConfigError
+
 
 def _steps(max_steps: int, steps: int | None, ratio: float | None, name: str) -> int:
     if steps is not None and ratio is not None:
-        raise ValueError(f"give either {name}_steps or {name}_ratio, not both")
+        raise ConfigError(f"give either {name}_steps or {name}_ratio, not both")
     if ratio is not None:
         if not 0.0 <= ratio <= 1.0:
-            raise ValueError(f"{name}_ratio must lie in [0, 1], got {ratio}")
+            raise ConfigError(f"{name}_ratio must lie in [0, 1], got {ratio}")
         return int(ratio * max_steps)
     return int(steps or 0)
 
@@ -91,7 +93,7 @@ def build_scheduler(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step LambdaLR for schedule `name` (NeMo's names) over `max_steps` optimiser steps."""
     if name not in SCHEDULES:
-        raise ValueError(f"unknown lr schedule {name!r}; choose one of {sorted(SCHEDULES)}")
+        raise ConfigError(f"unknown lr schedule {name!r}; choose one of {sorted(SCHEDULES)}")
     options = {key: value for key, value in options.items() if key not in INERT_SCHEDULE_KEYS}
     base_lr = optimizer.param_groups[0]["lr"]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[name](max_steps, base_lr, **options))

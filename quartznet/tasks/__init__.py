@@ -20,7 +20,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from quartznet.common.checkpoint import load_checkpoint
-from quartznet.common.errors import UserError
+from quartznet.common.errors import ConfigError, UserError
 from quartznet.data.datasets import (
     AudioToCharDataset,
     AudioToLabelDataset,
@@ -63,7 +63,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (ASR, CLASSIFICATION)}
 
 def task_named(name: str) -> Task:
     if name not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
+        raise ConfigError(f"task must be one of {sorted(TASKS)}, got {name!r}")
     return TASKS[name]
 
 
@@ -83,7 +83,7 @@ def task_for_config(config: Mapping[str, Any]) -> Task:
     for task in TASKS.values():
         if target in (task.model_class.__name__, task.model_class.nemo_target.rsplit(".", 1)[-1]):
             return task
-    raise ValueError(f"model config: target {config.get('target')!r} is not a model type quartznet loads")
+    raise ConfigError(f"model config: target {config.get('target')!r} is not a model type quartznet loads")
 
 
 def load_model(path: str | os.PathLike) -> QuartzNetModel:

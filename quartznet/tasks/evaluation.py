@@ -137,8 +137,10 @@ def _collate_with_indices(collate: Callable, pairs: Sequence[tuple[int, Any]]) -
 
 
 def asr_dataset(model: CTCModel, manifest: str | Path) -> AudioToCharDataset:
-    """Every utterance of a manifest, long ones included (evaluation scores them all)."""
-    return AudioToCharDataset(str(manifest), model.vocabulary, sample_rate=model.preprocessor.sample_rate, max_duration=None)
+    """Every utterance of a manifest, long ones and ones with an empty reference included (evaluation
+    scores them all)."""
+    return AudioToCharDataset(str(manifest), model.vocabulary, sample_rate=model.preprocessor.sample_rate,
+                              max_duration=None, keep_empty_transcripts=True)
 
 
 def utterance_outputs(

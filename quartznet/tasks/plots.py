@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from quartznet.common.outputs import replaced_atomically  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 
@@ -21,15 +21,9 @@ def save_figure(figure, out: Path) -> Path:
     """Save as PNG under a temporary name beside `out`, then rename it onto `out`: an interrupted run
     never leaves half a picture, and the old one stays until the new one is complete."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(descriptor)
     try:
-        figure.savefig(temporary, dpi=110, format="png")
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        with replaced_atomically(out) as temporary:
+            figure.savefig(temporary, dpi=110, format="png")
     finally:
         plt.close(figure)
     return out

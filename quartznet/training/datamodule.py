@@ -17,6 +17,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
+from quartznet.common.errors import ConfigError, InputError
 from quartznet.data.augment import SeededItems, WaveformAugmentation
 from quartznet.data.manifest import manifest_paths
 from quartznet.data.sampler import (
@@ -71,7 +72,7 @@ class SpeechDataModule(pl.LightningDataModule):
         try:
             self.task_spec = task_named(task)
         except ValueError as error:
-            raise ValueError(f"data.task: {error}") from error
+            raise ConfigError(f"data.task: {error}") from error
         self.train_manifest = train_manifest
         self.train_shards = dict(train_shards) if train_shards else None
         self.validation_manifests = list(validation_manifests or [])
@@ -93,10 +94,12 @@ class SpeechDataModule(pl.LightningDataModule):
 
     def dataset(self, manifests: str | Sequence[str], train: bool) -> Dataset:
         transform = self.waveform_transform() if train else None
+        # Evaluation scores rows with an empty reference too (their insertions count), as evaluate.py does.
+        scoring = {"keep_empty_transcripts": True} if self.task_spec.transcribes and not train else {}
         return self.task_spec.dataset_class(
             manifests, self.labels, sample_rate=self.sample_rate, min_duration=self.min_duration,
             # Long utterances are left out of training only; evaluation scores every one.
-            max_duration=self.max_duration if train else None, waveform_transform=transform,
+            max_duration=self.max_duration if train else None, waveform_transform=transform, **scoring,
         )
 
     @property
@@ -120,10 +123,10 @@ class SpeechDataModule(pl.LightningDataModule):
         if self.train_shards:
             return self.shard_dataloader()
         if not self.train_manifest:
-            raise ValueError("data.train_manifest (or data.train_shards) is not set; give the training data")
+            raise ConfigError("data.train_manifest (or data.train_shards) is not set; give the training data")
         dataset = self.dataset(self.train_manifest, train=True)
         if len(dataset) == 0:
-            raise ValueError(f"{self.train_manifest}: no usable training utterances (check durations and paths)")
+            raise InputError(f"{self.train_manifest}: no usable training utterances (check durations and paths)")
         self.train_sampler = DurationBucketSampler(
             dataset.durations, self.batch_size, num_buckets=self.num_buckets, shuffle=True, seed=self.seed,
         )

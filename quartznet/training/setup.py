@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from quartznet.common.checkpoint import load_checkpoint
-from quartznet.common.errors import UserError, config_fraction, config_int
+from quartznet.common.errors import ConfigError, MissingInputError, UserError, config_fraction, config_int
 from quartznet.common.hardware import AUTO, auto_precision
 from quartznet.common.outputs import check_writable
 from quartznet.data.manifest import check_manifest_files
@@ -76,10 +76,10 @@ def model_class(model_cfg: DictConfig) -> type[QuartzNetModel]:
     """The model config's `_target_` (quartznet.models.CTCModel / ClassificationModel)."""
     target = model_cfg.get("_target_")
     if not target:
-        raise ValueError("model config needs `_target_: quartznet.models.CTCModel` (or ClassificationModel)")
+        raise ConfigError("model config needs `_target_: quartznet.models.CTCModel` (or ClassificationModel)")
     cls = hydra.utils.get_class(target)
     if not (isinstance(cls, type) and issubclass(cls, QuartzNetModel)):
-        raise ValueError(f"model._target_={target!r} is not a quartznet model class")
+        raise ConfigError(f"model._target_={target!r} is not a quartznet model class")
     return cls
 
 
@@ -136,7 +136,7 @@ def build_model(cfg: DictConfig) -> QuartzNetModel:
     for key in sorted({other.relabel_method for other in TASKS.values()}):
         if cfg.get(key):
             if key != task.relabel_method:
-                raise ValueError(f"{key} does not apply to a {task.name} model; use {task.relabel_method}")
+                raise ConfigError(f"{key} does not apply to a {task.name} model; use {task.relabel_method}")
             task.relabel(model, cfg[key])
     if cfg.get("freeze_encoder"):
         model.freeze_encoder()
@@ -156,7 +156,7 @@ def resume_path(cfg: DictConfig) -> str | None:
             return None
         return str(last)
     if not Path(cfg.resume).is_file():
-        raise FileNotFoundError(f"resume={cfg.resume}: no such checkpoint")
+        raise MissingInputError(f"resume={cfg.resume}: no such checkpoint")
     return str(cfg.resume)
 
 
