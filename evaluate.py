@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
+from quartznet.common.cli import resolve_device
 from quartznet.common.errors import (
     ConfigError,
     UserError,
@@ -29,12 +29,13 @@ from quartznet.common.errors import (
     hydra_debug,
     user_errors,
 )
-from quartznet.common.outputs import JsonLinesOutput, atomic_write_json, check_writable
-from quartznet.data.manifest import check_manifest_files, write_manifest
+from quartznet.common.outputs import JsonLinesOutput, atomic_write_json, check_distinct, check_writable
+from quartznet.common.runs import log_to_file
+from quartznet.data.manifest import check_manifest_files, manifest_audio_paths, manifest_paths, write_manifest
 from quartznet.decoding import BeamSearchDecoder
 from quartznet.models import CTCModel
 from quartznet.tasks import load_model, task_of
-from quartznet.tasks.evaluation import librispeech_manifest
+from quartznet.tasks.evaluation import ASR_PLOT, CLASSIFICATION_PLOT, librispeech_manifest
 
 log = logging.getLogger("evaluate")
 LIBRISPEECH_SPLITS = ("dev-clean", "dev-other", "test-clean", "test-other")
@@ -51,16 +52,6 @@ def decoder_for(model: CTCModel, decoding: DictConfig) -> Callable:
     return BeamSearchDecoder(model.vocabulary, model.blank_id, lm_path=decoding.lm_path,
                              lexicon_path=decoding.lexicon_path, beam_size=decoding.beam_size,
                              lm_weight=decoding.lm_weight, word_score=decoding.word_score).decode
-
-
-def device_of(name: Any) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(name, str) or not (name == "cpu" or name.split(":")[0] == "cuda"):
-        raise UserError(f"device={name!r}: choose auto, cpu or cuda (cuda:N)")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device={name}: no CUDA device is available here; use device=cpu or device=auto")
-    return torch.device(name)
 
 
 def validated(cfg: DictConfig) -> dict[str, Any]:
@@ -84,16 +75,23 @@ def validated(cfg: DictConfig) -> dict[str, Any]:
     if cfg.decoding.strategy not in STRATEGIES:
         raise UserError(f"decoding.strategy={cfg.decoding.strategy!r}: choose one of {list(STRATEGIES)}")
     output_dir = Path(str(cfg.output_dir))
+    results, predictions = output_dir / "results.json", Path(str(cfg.predictions))
+    check_distinct({"predictions": predictions, "output_dir's results": results,
+                    "output_dir's summary plot": output_dir / ASR_PLOT,
+                    "output_dir's confusion matrix": output_dir / CLASSIFICATION_PLOT})
+    # No output may be an input: the checkpoint, a manifest, one of its audio files, the LM or lexicon.
+    inputs = [cfg.checkpoint, *manifest_paths(manifest), *manifest_audio_paths(manifest),
+              cfg.decoding.lm_path, cfg.decoding.lexicon_path]
     return dict(
         manifest=manifest,
         batch_size=config_int(cfg.batch_size, "batch_size", minimum=1),
         num_workers=config_int(cfg.num_workers, "num_workers", minimum=0),
         worst=config_int(cfg.worst, "worst", minimum=0),
         max_skipped_fraction=config_fraction(cfg.max_skipped_fraction, "max_skipped_fraction"),
-        device=device_of(cfg.device),
+        device=resolve_device(cfg.device, "device"),
         output_dir=output_dir,
-        results=check_writable(output_dir / "results.json"),
-        predictions=check_writable(str(cfg.predictions)),
+        results=check_writable(results, inputs),
+        predictions=check_writable(predictions, inputs),
     )
 
 
@@ -135,7 +133,7 @@ def main(cfg: DictConfig) -> dict:
     partial = settings["predictions"].with_name(settings["predictions"].name + ".partial")
     interrupted = (f"interrupted: the predictions finished so far are in {partial}; "
                    f"{settings['predictions']} was not changed")
-    with user_errors(debug=hydra_debug(), interrupted=interrupted):
+    with user_errors(debug=hydra_debug(), interrupted=interrupted), log_to_file(settings["output_dir"], "evaluate"):
         return evaluate(cfg, settings)
 
 

@@ -9,8 +9,9 @@ See docs/configuration.md for the groups and docs/recipes.md for full recipes.
 
 A mistake in what it is given (a config value, a missing or empty manifest, unusable training or
 validation data) ends as one line `error: ...` on stderr and exit status 1, checked before any work
-where it can be; HYDRA_FULL_ERROR=1 shows the traceback. results.json and config.yaml are replaced
-atomically; a resumed run appends to csv/metrics.csv.
+where it can be; HYDRA_FULL_ERROR=1 shows the traceback. One run at a time writes into a run folder
+(a second one is refused); config.yaml (at the start) and results.json are replaced atomically, train.log
+collects the log, and a resumed run appends to csv/metrics.csv.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from quartznet.common.errors import hydra_debug, user_errors
 from quartznet.common.outputs import atomic_write_json, atomic_write_text
+from quartznet.common.runs import RunLock, launch_rank, log_to_file
 from quartznet.tasks import task_of
 from quartznet.tasks.plots import plot_training_curves
 from quartznet.training.setup import (
     build_model,
     build_trainer,
+    check_data_fits_model,
     load_best_weights,
     resume_path,
     validate_config,
@@ -57,11 +60,20 @@ def interrupted_message(cfg: DictConfig, trainer: pl.Trainer | None) -> str:
 
 def train(cfg: DictConfig, started: dict[str, pl.Trainer]) -> dict:
     validate_config(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
+    # One run at a time in a folder; its log there too (the folder was checked by validate_config).
+    with RunLock(run_dir, "paths.run_dir"), log_to_file(run_dir, "train"):
+        return run_training(run_dir, cfg, started)
+
+
+def run_training(run_dir: Path, cfg: DictConfig, started: dict[str, pl.Trainer]) -> dict:
+    if launch_rank() == 0:
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    pl.seed_everything(cfg.seed, workers=True)
     model = build_model(cfg)
     log.info("model: %s, %s parameters", type(model).__name__, f"{model.num_weights:,}")
     datamodule = hydra.utils.instantiate(cfg.data, labels=task_of(model).labels(model))
+    check_data_fits_model(cfg, model, datamodule)
     trainer = started["trainer"] = build_trainer(cfg)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
@@ -83,7 +95,6 @@ def train(cfg: DictConfig, started: dict[str, pl.Trainer]) -> dict:
         atomic_write_json(run_dir / "results.json", results)
         for name, metrics in results.items():
             log.info("test %s: %s", name, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return results
 
 

@@ -42,6 +42,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from data_prep.common import PrepError, parse_args_with_debug, prep_errors, run_main
+from quartznet.common.cli import at_least
+from quartznet.common.outputs import check_writable, replaced_atomically
 from quartznet.data.manifest import manifest_rows, text_field
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
@@ -160,13 +162,12 @@ def _lower_probability(gram: Gram, lower: dict[Gram, float], probabilities: list
 
 def write_arpa(path: str | Path, log_probabilities: list[dict[Gram, float]], log_backoffs: list[dict[Gram, float]]) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     order = len(log_probabilities)
     unigrams = dict(log_probabilities[0])
     unigrams[(BOS,)] = NO_PROBABILITY
     unigrams[(UNK,)] = NO_PROBABILITY
     levels = [unigrams] + log_probabilities[1:]
-    with path.open("w", encoding="utf-8") as out:
+    with replaced_atomically(path) as temporary, temporary.open("w", encoding="utf-8") as out:
         out.write("\\data\\\n")
         for n, level in enumerate(levels, 1):
             out.write(f"ngram {n}={len(level)}\n")
@@ -187,6 +188,7 @@ def build_lm(corpus: Sequence[str | Path], out: str | Path, order: int = 3, unit
         raise PrepError(f"--order must be at least 1, got {order}")
     if unit not in ("word", "char"):
         raise PrepError(f"--unit must be 'word' or 'char', got {unit!r}")
+    check_writable(out, corpus)
     sentences = [sentence_units(s, unit) for s in read_sentences(corpus)]
     if not sentences:
         raise PrepError(f"{', '.join(map(str, corpus))}: no sentences found; the LM needs text")
@@ -198,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus", nargs="+", help="text files (a sentence per line) or manifests (.json, 'text')")
     parser.add_argument("--out", required=True, help="the ARPA file to write")
-    parser.add_argument("--order", type=int, default=3, help="n of the n-grams (default 3; KenLM, hence the decoder, needs 2 or more)")
+    parser.add_argument("--order", type=at_least(1), default=3, help="n of the n-grams (default 3; KenLM, hence the decoder, needs 2 or more)")
     parser.add_argument("--unit", choices=("word", "char"), default="word",
                         help="word: for lexicon decoding; char: for lexicon-free decoding (default word)")
     args = parse_args_with_debug(parser, argv)

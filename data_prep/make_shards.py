@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from data_prep.common import parse_args_with_debug, prep_errors
+from quartznet.common.cli import at_least
 from quartznet.data.shards import INDEX_NAME, write_shards
 
 
@@ -36,12 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--manifest", required=True, help="manifest(s), comma separated")
     parser.add_argument("--out", type=Path, required=True, help="output folder for the shards and index.json")
     parser.add_argument("--field", choices=["text", "label"], default="text", help="text (ASR) or label (classification); default: %(default)s")
-    parser.add_argument("--shard-size", type=int, default=512, help="utterances per shard, about (default: %(default)s)")
-    parser.add_argument("--num-buckets", type=int, default=1, help="equal-count duration buckets, one shard set each (default: %(default)s)")
+    parser.add_argument("--shard-size", type=at_least(1), default=512, help="utterances per shard, about (default: %(default)s)")
+    parser.add_argument("--num-buckets", type=at_least(1), default=1, help="equal-count duration buckets, one shard set each (default: %(default)s)")
     parser.add_argument("--no-shuffle", action="store_true", help="keep manifest order inside shards (default: shuffled from --seed)")
     parser.add_argument("--seed", type=int, default=0, help="shuffle seed (default: %(default)s)")
-    parser.add_argument("--min-duration", type=float, help="leave out utterances shorter than this (seconds)")
-    parser.add_argument("--max-duration", type=float, help="leave out utterances longer than this (seconds)")
+    parser.add_argument("--min-duration", type=at_least(0, float), help="leave out utterances shorter than this (seconds)")
+    parser.add_argument("--max-duration", type=at_least(0, float, strictly=True),
+                        help="leave out utterances longer than this (seconds)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

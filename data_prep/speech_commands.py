@@ -46,6 +46,7 @@ from data_prep.common import (
     run_main,
     save_manifest,
 )
+from quartznet.common.cli import at_least
 from quartznet.data.audio import audio_duration
 
 URLS = {
@@ -249,13 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-subset", action="store_true", help="skip the 12-class task")
     parser.add_argument(
         "--unknown-percent",
-        type=float,
+        type=at_least(0, float),
         default=10.0,
         help="unknown clips per 100 keyword clips, per split (default: %(default)s)",
     )
     parser.add_argument(
         "--silence-percent",
-        type=float,
+        type=at_least(0, float),
         default=10.0,
         help="silence clips per 100 keyword clips, per split (default: %(default)s)",
     )
@@ -265,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--delete-archive", action="store_true", help="delete the downloaded archive once the manifests are written"
     )
-    parser.add_argument("--jobs", type=int, default=8, help="threads reading audio headers (default: %(default)s)")
+    parser.add_argument("--jobs", type=at_least(1), default=8, help="threads reading audio headers (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="rewrite manifests that already exist")
     return parser
 

@@ -80,6 +80,7 @@ from data_prep.common import (
     progress,
     run_main,
 )
+from quartznet.common.cli import at_least, fraction
 
 SAMPLE_RATE = 16000
 ESPEAK_RATE = 22050
@@ -1136,13 +1137,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--seed", type=int, default=0, help="seed of everything random (default: %(default)s)")
         command.add_argument(
-            "--jobs", type=int, default=None, help="parallel syntheses (default: the number of CPU cores)"
+            "--jobs", type=at_least(1), default=None, help="parallel syntheses (default: the number of CPU cores)"
         )
-    asr.add_argument("--train-utterances", type=int, default=2400, help="default: %(default)s")
-    asr.add_argument("--dev-utterances", type=int, default=200, help="default: %(default)s")
-    asr.add_argument("--test-utterances", type=int, default=200, help="default: %(default)s")
-    asr.add_argument("--min-words", type=int, default=2, help="shortest sentence (default: %(default)s)")
-    asr.add_argument("--max-words", type=int, default=6, help="longest sentence (default: %(default)s)")
+    asr.add_argument("--train-utterances", type=at_least(1), default=2400, help="default: %(default)s")
+    asr.add_argument("--dev-utterances", type=at_least(1), default=200, help="default: %(default)s")
+    asr.add_argument("--test-utterances", type=at_least(1), default=200, help="default: %(default)s")
+    asr.add_argument("--min-words", type=at_least(1), default=2, help="shortest sentence (default: %(default)s)")
+    asr.add_argument("--max-words", type=at_least(1), default=6, help="longest sentence (default: %(default)s)")
     asr.add_argument(
         "--accents", type=lambda text: VOICES if text == "all" else tuple(text.split(",")), default=ASR_ACCENTS,
         help=f"comma-separated espeak-ng English voices, or 'all' ({', '.join(VOICES)}; default: {','.join(ASR_ACCENTS)})",
@@ -1154,12 +1155,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"default: {','.join(DEFAULT_ENGINES)})",
     )
     asr.add_argument(
-        "--vocabulary", type=int, default=0,
+        "--vocabulary", type=at_least(0), default=0,
         help="draw sentences from the N most frequent words of festival's WSJ lexicon (festlex-poslex) instead "
         "of the built-in 270-word list (default: 0, the built-in list)",
     )
     asr.add_argument(
-        "--numbers", type=float, default=0.0,
+        "--numbers", type=fraction, default=0.0,
         help="fraction of the sentences that get a spoken number, a digit string or an amount (default: 0)",
     )
     asr.add_argument(
@@ -1167,16 +1168,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="random: every word drawn on its own; pos-trigram: in the order of English, from festival's WSJ "
         "part-of-speech trigram (with --vocabulary; default: %(default)s)",
     )
-    kws.add_argument("--train-speakers", type=int, default=96, help="default: %(default)s")
-    kws.add_argument("--val-speakers", type=int, default=12, help="default: %(default)s")
-    kws.add_argument("--test-speakers", type=int, default=12, help="default: %(default)s")
-    kws.add_argument("--repeats", type=int, default=1, help="times each speaker says each word (default: %(default)s)")
+    kws.add_argument("--train-speakers", type=at_least(1), default=96, help="default: %(default)s")
+    kws.add_argument("--val-speakers", type=at_least(1), default=12, help="default: %(default)s")
+    kws.add_argument("--test-speakers", type=at_least(1), default=12, help="default: %(default)s")
+    kws.add_argument("--repeats", type=at_least(1), default=1, help="times each speaker says each word (default: %(default)s)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parse_args_with_debug(parser, argv)
+    if args.corpus == "asr" and args.max_words < args.min_words:
+        parser.error(f"argument --max-words: must be >= --min-words ({args.min_words}), got {args.max_words}")
     with prep_errors(args.debug, as_program=argv is None):
         if args.corpus == "asr":
             generate_asr(

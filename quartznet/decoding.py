@@ -31,8 +31,10 @@ from pathlib import Path
 
 import torch
 
+from quartznet.common.cli import at_least, resolve_device
 from quartznet.common.errors import InputError, MissingInputError, UserError, user_errors
 from quartznet.common.metrics import ErrorCounts, utterance_errors
+from quartznet.common.outputs import atomic_write_text, check_writable, replaced_atomically
 from quartznet.data.datasets import collate_asr
 from quartznet.data.manifest import manifest_rows, text_field
 from quartznet.models import CTCModel
@@ -77,9 +79,8 @@ def build_lexicon(words: Iterable[str], vocabulary: Sequence[str], path: str | P
     separator the decoder emits between words). Words the vocabulary cannot spell are left out."""
     labels = set(vocabulary)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     written, skipped = 0, 0
-    with path.open("w", encoding="utf-8") as out:
+    with replaced_atomically(path) as temporary, temporary.open("w", encoding="utf-8") as out:
         for word in dict.fromkeys(words):  # unique, first-seen order
             spelling = _spell(word, labels)
             if spelling is None:
@@ -87,8 +88,8 @@ def build_lexicon(words: Iterable[str], vocabulary: Sequence[str], path: str | P
                 continue
             out.write(f"{word}\t{' '.join(spelling)} {WORD_SEPARATOR}\n")
             written += 1
-    if not written:
-        raise InputError(f"{path}: no word could be spelled with the model's labels; check the word list's alphabet")
+        if not written:  # inside the block: an existing lexicon is kept
+            raise InputError(f"{path}: no word could be spelled with the model's labels; check the word list's alphabet")
     if skipped:
         log.warning("%s: left out %d words with characters outside the vocabulary", path, skipped)
     return path
@@ -135,6 +136,20 @@ def _read_spellings(path: str | Path) -> dict[str, str]:
     return spellings
 
 
+KENLM_BINARY_MAGIC = b"mmap lm http://kheafield.com/code"  # how KenLM's binary files begin
+
+
+def check_language_model(path: str | Path) -> None:
+    """An InputError unless `path` begins like an ARPA file (`\\data\\` after blank lines) or a KenLM
+    binary; said before KenLM itself reads it (its own errors come after a progress bar on stderr)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if head.startswith(KENLM_BINARY_MAGIC) or head.lstrip().startswith(b"\\data\\"):
+        return
+    raise InputError(f"{path}: not a language model (an ARPA file begins with \\data\\, a KenLM binary with "
+                     f"{KENLM_BINARY_MAGIC.decode()!r}); python -m data_prep.build_lm writes one")
+
+
 class BeamSearchDecoder:
     """CTC beam search over a model's log-probabilities, optionally with a KenLM n-gram LM.
 
@@ -156,6 +171,8 @@ class BeamSearchDecoder:
             if value is not None and not Path(value).is_file():
                 raise MissingInputError(f"{name}={value}: no such file (an LM: data_prep.build_lm; a lexicon: "
                                         "python -m quartznet.decoding lexicon)")
+        if lm_path is not None:
+            check_language_model(lm_path)
         self.tokens = decoder_tokens(vocabulary, blank_id)
         # lexicon mode reports whole lexicon words (the token path may end inside a word); they are
         # written as the model spells them, which differs from the LM's word form for upper-case LMs
@@ -168,12 +185,19 @@ class BeamSearchDecoder:
                 # only shortened the output), so give it one whose index i is token i, read at construction.
                 lm_dict = Path(folder) / "lm_dict.txt"
                 lm_dict.write_text("\n".join([*self.tokens, UNKNOWN_WORD]) + "\n", encoding="utf-8")
-            self._decoder = ctc_decoder(
-                lexicon=str(lexicon_path) if lexicon_path is not None else None, tokens=self.tokens,
-                lm=str(lm_path) if lm_path is not None else None, lm_dict=str(lm_dict) if lm_dict else None,
-                beam_size=beam_size, beam_threshold=beam_threshold, lm_weight=lm_weight, word_score=word_score,
-                blank_token=BLANK_TOKEN, sil_token=WORD_SEPARATOR, unk_word=UNKNOWN_WORD,
-            )
+            try:
+                self._decoder = ctc_decoder(
+                    lexicon=str(lexicon_path) if lexicon_path is not None else None, tokens=self.tokens,
+                    lm=str(lm_path) if lm_path is not None else None, lm_dict=str(lm_dict) if lm_dict else None,
+                    beam_size=beam_size, beam_threshold=beam_threshold, lm_weight=lm_weight, word_score=word_score,
+                    blank_token=BLANK_TOKEN, sil_token=WORD_SEPARATOR, unk_word=UNKNOWN_WORD,
+                )
+            except RuntimeError as error:  # KenLM's (or flashlight's) loader: the file, not the program
+                reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+                if lm_path is not None:
+                    raise InputError(f"{lm_path}: not a language model KenLM can read ({reason}); give an ARPA or "
+                                     "KenLM binary file (python -m data_prep.build_lm writes one)") from error
+                raise InputError(f"{lexicon_path}: the decoder cannot read this lexicon ({reason})") from error
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """Best transcript per utterance of log_probs (B, T, V+1) with valid lengths (B,)."""
@@ -250,8 +274,6 @@ def _floats(text: str) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from quartznet.transcribe import at_least, resolve_device
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     grid = commands.add_parser("grid", help="WER per (lm_weight, word_score) on a dev manifest, best first")
@@ -275,13 +297,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with user_errors(args.debug, interrupted="interrupted; nothing was written"):
-        from quartznet.common.outputs import atomic_write_text, check_writable
-
         if args.command == "lexicon":
             for path in args.words:
                 if not Path(path).is_file():
                     raise UserError(f"--words {path}: file not found")
-            check_writable(args.out)
+            check_writable(args.out, [*args.words, args.model])
             vocabulary = load_transcriber(args.model).vocabulary if args.model else LABELS
             words = [w for path in args.words for w in read_words(path)]
             print(f"wrote {build_lexicon(words, vocabulary, args.out)}")
@@ -292,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if value is not None and not Path(value).is_file():
                 raise UserError(f"{option} {value}: file not found")
         if args.json:
-            check_writable(args.json)
+            check_writable(args.json, [args.model, args.manifest, args.lm, args.lexicon])
         model = load_transcriber(args.model).to(device)
         log_probs, references = collect_log_probs(model, args.manifest, args.batch_size, device)
         greedy = greedy_errors(model, log_probs, references)

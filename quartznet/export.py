@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.out_dir.exists() and not args.out_dir.is_dir():
             raise UserError(f"{args.out_dir}: is a file; give a folder for the .onnx files")
         # Before loading anything: the folder must take new files (created if its parent exists).
-        check_writable(args.out_dir / f"{args.model.stem}.{variants[0]}.onnx")
+        for variant in variants:  # never the model itself
+            check_writable(args.out_dir / f"{args.model.stem}.{variant}.onnx", [args.model])
 
         from quartznet.tasks import (
             load_transcriber,  # pulls in Lightning; only the CLI needs it

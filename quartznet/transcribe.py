@@ -29,6 +29,7 @@ import soundfile
 import torch
 from tqdm import tqdm
 
+from quartznet.common.cli import DEVICE_HELP, at_least, resolve_device
 from quartznet.common.errors import ConfigError, InputError, UserError, user_errors
 from quartznet.common.outputs import JsonLinesOutput, check_writable
 from quartznet.data.audio import AudioError, audio_duration, load_audio, stream_audio
@@ -76,7 +77,8 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[AudioItem]:
     for raw in inputs:
         path = Path(raw).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            # Links that lead nowhere are listed too: they are reported and counted as skipped, not lost.
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes and (p.is_file() or p.is_symlink()))
             if not found:
                 raise InputError(f"{path}: no audio files ({', '.join(sorted(suffixes))}) in this folder")
             items.extend(AudioItem(str(p)) for p in found)
@@ -153,32 +155,6 @@ def _seconds(item: AudioItem) -> float:
     """The item's length from the file header, without decoding (AudioError if unreadable)."""
     available = audio_duration(item.path) - item.offset
     return available if item.duration is None else min(item.duration, available)
-
-
-DEVICE_HELP = "auto (cuda if available), cpu, cuda, cuda:1, mps"
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device `name` stands for, checked to exist here (`auto`: cuda if available, else cpu);
-    a UserError naming `--device` otherwise, so a bad name fails before any work."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        raise UserError(f"--device {name}: not a device name; use {DEVICE_HELP}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu (or auto)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices "
-                            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise UserError(f"--device {name}: MPS is not available on this machine; use --device cpu (or auto)")
-    elif device.type != "cpu":
-        raise UserError(f"--device {name}: {device.type} devices are not supported; use {DEVICE_HELP}")
-    return device
 
 
 def _check_finite(log_probs: torch.Tensor, item: AudioItem) -> None:
@@ -295,19 +271,6 @@ def transcribe_texts(model: CTCModel, paths: Sequence[str | os.PathLike], batch_
     return [row["text"] for row in rows]
 
 
-def at_least(minimum: float, kind: type = int, strictly: bool = False) -> Callable[[str], Any]:
-    """An argparse type: a number >= minimum (> minimum when `strictly`); argparse names the option."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < minimum or (strictly and value == minimum):
-            raise argparse.ArgumentTypeError(f"must be {'>' if strictly else '>='} {minimum}, got {text}")
-        return value
-    return parse
-
-
 def _print_row(row: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
     sys.stdout.flush()
@@ -356,8 +319,8 @@ def _run(args: argparse.Namespace, state: dict[str, Any]) -> int:
         if value is not None and not Path(value).is_file():
             raise UserError(f"{option} {value}: file not found (an LM: python -m data_prep.build_lm; "
                             "a lexicon: python -m quartznet.decoding lexicon)")
-    if args.output:
-        check_writable(args.output)
+    if args.output:  # never one of the inputs: the model, a manifest, an audio file, the LM or lexicon
+        check_writable(args.output, [args.model, *args.inputs, *(item.path for item in items), args.lm, args.lexicon])
 
     from quartznet.tasks import (
         load_transcriber,  # here, so `--help` does not pay for importing Lightning

@@ -509,7 +509,10 @@ def test_numbers_leave_every_other_draw_of_the_corpus_unchanged(tmp_path: Path) 
     assert [replace(u, text="") for u in plain] == [replace(u, text="") for u in numbered]
     assert 10 < sum(a.text != b.text for a, b in zip(plain, numbered)) < 40
     with pytest.raises(PrepError, match="--numbers is a fraction"):
+        synthetic.generate_asr(tmp_path / "bad", numbers=1.5)
+    with pytest.raises(SystemExit) as usage:  # on the command line, argparse names the option
         synthetic.main(["asr", "--out", str(tmp_path / "bad"), "--numbers", "1.5"])
+    assert usage.value.code == 2 and not (tmp_path / "bad").exists()
 
 
 @needs_espeak

@@ -33,26 +33,37 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 PathLike = str | os.PathLike
 
 
-def same_file(first: PathLike, second: PathLike) -> bool:
-    """Whether two paths name one file: the same inode when both exist (links and `..` included), else
-    the same absolute path once symbolic links are resolved."""
+def check_distinct(outputs: dict[str, PathLike]) -> None:
+    """A UserError naming both when two of a command's outputs ({option: path}) are one file: the second
+    written would replace the first."""
+    seen: dict[Path, str] = {}
+    for option, path in outputs.items():
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise UserError(f"{option} {path} and {seen[resolved]} are the same file; give them different paths")
+        seen[resolved] = f"{option} {path}"
+
+
+def check_not_an_input(path: PathLike, inputs: Iterable[PathLike | None]) -> None:
+    """A UserError when the output `path` is one of the files `inputs` (the same inode, whatever the path
+    says: links, `..`): writing it would destroy that input. Nothing is checked while `path` does not
+    exist, as writing it then destroys nothing; None in `inputs` (an option not given) is passed over."""
     try:
-        return os.path.samefile(first, second)
+        target = os.stat(path)
     except OSError:
-        return Path(first).resolve() == Path(second).resolve()
-
-
-def check_not_an_input(path: PathLike, inputs: Iterable[PathLike]) -> None:
-    """A UserError when the output `path` is one of `inputs`: writing it would destroy that input."""
+        return
     for source in inputs:
-        if source is not None and same_file(path, source):
-            raise UserError(
-                f"{path}: is also an input of this command ({source}); writing the output there would destroy "
-                "it; choose another output path"
-            )
+        try:
+            found = os.stat(source) if source is not None else None
+        except OSError:
+            continue
+        if found is not None and (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino):
+            also = "" if str(source) == str(path) else f" ({source})"
+            raise UserError(f"{path}: is an input of this command{also}; writing the output there would destroy it; "
+                            "choose another output path")
 
 
-def check_writable(path: PathLike, inputs: Iterable[PathLike] = ()) -> Path:
+def check_writable(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
     """`path` as a Path, after checking that it is none of `inputs`, that it is not a folder, and that its
     folder (created with any missing parents) takes new files; a UserError naming the path otherwise."""
     path = Path(path)

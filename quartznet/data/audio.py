@@ -6,12 +6,13 @@ AudioError with the path and a one-line reason, so datasets can skip it, count i
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import math
 import os
+import stat
 from collections.abc import Iterator
-from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import numpy as np
@@ -42,8 +43,8 @@ def load_audio(
     name = name or (str(source) if isinstance(source, (str, os.PathLike)) else "<audio bytes>")
     if isinstance(source, bytes):
         source = io.BytesIO(source)
-    if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
-        raise AudioError(name, "file not found")
+    if isinstance(source, (str, os.PathLike)):
+        check_audio_file(source)
     try:
         with soundfile.SoundFile(source) as audio_file:
             native_rate = audio_file.samplerate
@@ -168,6 +169,23 @@ class PhaseTableResampler:
 READ_ERRORS = (soundfile.LibsndfileError, RuntimeError, ValueError, OSError)
 
 
+def check_audio_file(path: str | os.PathLike) -> None:
+    """AudioError unless `path` is a regular file (or a link to one): file not found, a broken symbolic
+    link (and where it points), a symbolic link loop, or not a file (a folder)."""
+    try:
+        if stat.S_ISREG(os.stat(path).st_mode):
+            return
+        reason = "not a file (a folder?)"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            reason = "symbolic link loop"
+        elif os.path.islink(path):
+            reason = f"broken symbolic link (to {os.readlink(path)})"
+        else:
+            reason = "file not found"
+    raise AudioError(path, reason)
+
+
 def _unreadable(name: str, error: Exception) -> AudioError:
     return AudioError(name, f"unreadable audio ({str(error).strip() or type(error).__name__})")
 
@@ -206,8 +224,7 @@ def stream_audio(
     mid-file) raise AudioError like load_audio.
     """
     name = str(path)
-    if not Path(path).is_file():
-        raise AudioError(name, "file not found")
+    check_audio_file(path)
     try:
         with soundfile.SoundFile(path) as audio_file:
             native_rate = audio_file.samplerate
@@ -265,8 +282,7 @@ def stream_audio(
 
 def audio_duration(path: str | os.PathLike) -> float:
     """Seconds of audio from the file header, without decoding."""
-    if not Path(path).is_file():
-        raise AudioError(path, "file not found")
+    check_audio_file(path)
     try:
         info = soundfile.info(str(path))
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:

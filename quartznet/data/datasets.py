@@ -63,6 +63,7 @@ class Skipped:
 class ASRItem:
     audio: torch.Tensor  # (L,) float32
     tokens: torch.Tensor  # (U,) int64
+    path: str = ""  # where it came from, for reports about the item (a file, or shard#key)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class ASRBatch:
     tokens: torch.Tensor  # (B, U_max) int64, padded with 0 (only tokens_len is meaningful)
     tokens_len: torch.Tensor  # (B,) int64
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of dropped items
+    paths: list[str] = field(default_factory=list)  # (B,) where each kept item came from
 
     @property
     def size(self) -> int:
@@ -119,7 +121,7 @@ def collate_asr(items: Sequence[ASRItem | Skipped]) -> ASRBatch:
     for row, item in enumerate(kept):
         tokens[row, : item.tokens.shape[0]] = item.tokens
     skipped = [(item.path, item.reason) for item in items if isinstance(item, Skipped)]
-    return ASRBatch(audio, audio_len, tokens, tokens_len, skipped)
+    return ASRBatch(audio, audio_len, tokens, tokens_len, skipped, [item.path for item in kept])
 
 
 def collate_labels(items: Sequence[LabelItem | Skipped]) -> LabelBatch:
@@ -355,7 +357,7 @@ class AudioToCharDataset(ManifestDataset):
         if tokens.numel() == 0 and not self.keep_empty_transcripts:
             return Skipped(str(entry.audio_filepath), f"empty transcript after dropping unknown characters ({entry.source})")
         audio = _load(entry, self.sample_rate, self.waveform_transform)
-        return audio if isinstance(audio, Skipped) else ASRItem(audio, tokens)
+        return audio if isinstance(audio, Skipped) else ASRItem(audio, tokens, str(entry.audio_filepath))
 
 
 class AudioToLabelDataset(ManifestDataset):

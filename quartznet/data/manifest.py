@@ -136,6 +136,12 @@ def text_field(row: Mapping[str, Any], key: str, where: str) -> str:
     return row[key]
 
 
+def manifest_audio_paths(manifests: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Every row's audio file (what a command must never write over), read with the usual row checks."""
+    return [audio_path_field(row, where, manifest) for manifest in manifest_paths(manifests)
+            for where, row in manifest_rows(manifest)]
+
+
 def _entry(row: Mapping[str, Any], manifest: Path, where: str, field: str) -> ManifestEntry:
     audio = audio_path_field(row, where, manifest)
     duration = seconds_field(row, "duration", where, required=True)

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from quartznet.common.errors import ConfigError, InputError, MissingInputError
-from quartznet.common.outputs import atomic_write_text, replaced_atomically
+from quartznet.common.outputs import atomic_write_text, check_not_an_input, replaced_atomically
 from quartznet.data.audio import AudioError, load_audio
 from quartznet.data.datasets import (
     ASRBatch,
@@ -146,6 +146,8 @@ def write_shards(
     if shard_size < 1 or num_buckets < 1:
         raise ConfigError(f"shard_size ({shard_size}) and num_buckets ({num_buckets}) must be >= 1")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: is a file; give a folder for the shards")
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = [str(path) for path in manifest_paths(manifest)]
     entries = read_manifests(manifest, field=field, min_duration=min_duration, max_duration=max_duration)
@@ -164,6 +166,8 @@ def write_shards(
         raise InputError(f"no usable audio in {', '.join(sources)} ({len(skipped)} files skipped, e.g. {skipped[:3]})")
     usable.sort(key=lambda item: item[1].duration)  # ties keep manifest order, so the split is stable
     buckets, plan = _plan_shards(len(usable), num_buckets, shard_size, shuffle, seed)
+    for name in (INDEX_NAME, PROGRESS_NAME, *(shard for shard, _, _ in plan)):  # never over a manifest
+        check_not_an_input(out_dir / name, sources)
     done = _write_planned_shards(out_dir, plan, usable, field, fingerprint, progress)
 
     shards = [done[name]["record"] for name, _, _ in plan]
@@ -538,7 +542,7 @@ class ShardDataset(IterableDataset):
         if self.waveform_transform is not None:
             audio = self.waveform_transform(audio)
         if self.field == "text":
-            return ASRItem(audio, torch.tensor(tokens, dtype=torch.long))
+            return ASRItem(audio, torch.tensor(tokens, dtype=torch.long), name)
         return LabelItem(audio, self.label_index[value])
 
     def __iter__(self) -> Iterator[ASRBatch | LabelBatch]:

@@ -13,7 +13,7 @@ import copy
 import inspect
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -141,6 +141,8 @@ class QuartzNetModel(pl.LightningModule):
     """Base for CTCModel and ClassificationModel: config, `.nemo` I/O and NeMo-named helpers."""
 
     nemo_target: ClassVar[str]  # NeMo's model class, written as `target:` in saved configs
+    EVAL_METRICS: ClassVar[tuple[str, ...]]  # what validation and test log per set (`val_<metric>`)
+    TRAIN_METRICS: ClassVar[tuple[str, ...]]  # what training steps log (`train_<metric>`)
 
     def __init__(self, cfg: Mapping[str, Any] | DictConfig):
         super().__init__()
@@ -296,8 +298,19 @@ class QuartzNetModel(pl.LightningModule):
         totals[dataloader_idx] = totals[dataloader_idx] + update if dataloader_idx in totals else update
 
     def eval_metrics(self, totals: torch.Tensor) -> dict[str, float]:
-        """Metric name (without stage prefix) -> value, from summed counts."""
+        """Metric name (one of EVAL_METRICS, without stage prefix) -> value, from summed counts."""
         raise NotImplementedError
+
+    @staticmethod
+    def metric_key(stage: str, metric: str, index: int, name: str) -> str:
+        """The logged name of an evaluation metric: `val_wer` for the first set, `val_wer_<name>` after."""
+        return f"{stage}_{metric}" if index == 0 else f"{stage}_{metric}_{name}"
+
+    def logged_metrics(self, validation_names: Sequence[str]) -> list[str]:
+        """Every metric training logs with these validation sets: what a checkpoint may monitor."""
+        validation = [self.metric_key("val", metric, index, name) for index, name in enumerate(validation_names)
+                      for metric in self.EVAL_METRICS]
+        return [*validation, *(f"train_{metric}" for metric in self.TRAIN_METRICS), "train_skipped", "lr"]
 
     def log_eval_metrics(self, stage: str) -> dict[str, dict[str, float]]:
         """Reduce, log and return `{dataloader name: {metric: value}}`; the first dataloader has no suffix."""
@@ -306,11 +319,11 @@ class QuartzNetModel(pl.LightningModule):
         for index, totals in sorted(self._eval_totals.pop(stage, {}).items()):
             totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
             name = names[index] if index < len(names) else f"{stage}_{index}"
-            suffix = "" if index == 0 else f"_{name}"
             metrics = self.eval_metrics(totals)
             for metric, value in metrics.items():
                 # Already summed over ranks: sync_dist only averages equal values (and keeps Lightning quiet).
-                self.log(f"{stage}_{metric}{suffix}", value, prog_bar=index == 0 and metric != "loss", sync_dist=True)
+                self.log(self.metric_key(stage, metric, index, name), value, prog_bar=index == 0 and metric != "loss",
+                         sync_dist=True)
             results[name] = metrics
         return results
 
@@ -326,17 +339,21 @@ class QuartzNetModel(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.last_test_metrics = self.log_eval_metrics("test")
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | dict[str, Any]:
+        """The loss; with rows the loss had to leave out, {"loss", "skipped": [(path, reason)]}, which
+        train.py's SkippedItemsReport counts with the items the data loader skipped."""
         if batch.audio.shape[0] == 0:  # every file of the batch was unusable: a no-op step keeps DDP in step
             return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
-        loss, metrics = self.training_loss(batch)
-        for name, value in {"loss": loss, **metrics}.items():
-            self.log(f"train_{name}", value, prog_bar=True, batch_size=batch.audio.shape[0])
+        loss, metrics, skipped = self.training_loss(batch)
+        used = batch.audio.shape[0] - len(skipped)
+        if used:
+            for name, value in {"loss": loss, **metrics}.items():
+                self.log(f"train_{name}", value, prog_bar=True, batch_size=used)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True)
-        return loss
+        return {"loss": loss, "skipped": skipped} if skipped else loss
 
-    def training_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The batch's loss and any other training metrics to log."""
+    def training_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, str]]]:
+        """The batch's loss, other training metrics to log, and (path, reason) of the rows the loss left out."""
         raise NotImplementedError
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -17,6 +17,8 @@ from quartznet.network.features import crop_or_pad_frames
 
 class ClassificationModel(QuartzNetModel):
     nemo_target = "nemo.collections.asr.models.classification_models.EncDecClassificationModel"
+    EVAL_METRICS = ("loss", "acc")
+    TRAIN_METRICS = ("loss", "acc")
 
     def __init__(self, cfg: Mapping[str, Any] | DictConfig):
         super().__init__(cfg)
@@ -75,10 +77,10 @@ class ClassificationModel(QuartzNetModel):
 
     # --- Lightning ---------------------------------------------------------------------------------
 
-    def training_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def training_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, str]]]:
         logits = self(input_signal=batch.audio, input_signal_length=batch.audio_len)
         loss = nn.functional.cross_entropy(logits.float(), batch.labels)
-        return loss, {"acc": (logits.argmax(-1) == batch.labels).float().mean()}
+        return loss, {"acc": (logits.argmax(-1) == batch.labels).float().mean()}, []
 
     def evaluation_counts(self, batch: Any) -> list[float]:
         logits = self(input_signal=batch.audio, input_signal_length=batch.audio_len)

@@ -11,11 +11,15 @@ from omegaconf import DictConfig
 from quartznet.common.errors import ConfigError
 from quartznet.common.metrics import ErrorCounts, corpus_errors
 from quartznet.models.base import QuartzNetModel
-from quartznet.network.heads import ctc_greedy_decode, ctc_loss
+from quartznet.network.heads import ctc_greedy_decode, ctc_loss, ctc_min_frames, is_character
+
+TOO_SHORT = "transcript longer than the audio allows"  # the skip reason of such training rows
 
 
 class CTCModel(QuartzNetModel):
     nemo_target = "nemo.collections.asr.models.ctc_models.EncDecCTCModel"
+    EVAL_METRICS = ("loss", "wer", "cer")
+    TRAIN_METRICS = ("loss",)
 
     def __init__(self, cfg: Mapping[str, Any] | DictConfig):
         super().__init__(cfg)
@@ -61,8 +65,9 @@ class CTCModel(QuartzNetModel):
     def change_vocabulary(self, new_vocabulary: Sequence[str]) -> None:
         """A new alphabet: the head is rebuilt (blank = len(new_vocabulary), last), the encoder is kept."""
         new_vocabulary = list(new_vocabulary)
-        if len(set(new_vocabulary)) != len(new_vocabulary) or not all(isinstance(c, str) for c in new_vocabulary):
-            raise ConfigError(f"change_vocabulary: labels must be distinct strings, got {new_vocabulary}")
+        if len(set(new_vocabulary)) != len(new_vocabulary) or not all(is_character(c) for c in new_vocabulary):
+            raise ConfigError(f"change_vocabulary: labels must be distinct single characters (a character CTC "
+                              f"model's alphabet), got {new_vocabulary}")
         self.cfg.labels = new_vocabulary
         self.cfg.decoder.vocabulary = new_vocabulary
         self.cfg.decoder.num_classes = len(new_vocabulary)
@@ -70,19 +75,38 @@ class CTCModel(QuartzNetModel):
 
     # --- Lightning ---------------------------------------------------------------------------------
 
-    def ctc_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        log_probs, encoded_len, _ = self(input_signal=batch.audio, input_signal_length=batch.audio_len)
-        loss = ctc_loss(log_probs, encoded_len, batch.tokens, batch.tokens_len, self.blank_id)
-        return loss, log_probs, encoded_len
+    def ctc_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, log-probs (B, T', V+1), encoded lengths (B,), frames each transcript needs (B,)).
 
-    def training_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss, _, _ = self.ctc_step(batch)
-        return loss, {}
+        The loss averages the rows whose audio gives at least the frames their transcript needs
+        (ctc_min_frames); the others could only give an infinite loss, which CTC would zero. With no such
+        row it is a zero that still reaches every weight (DDP's gradient reduction needs all of them)."""
+        log_probs, encoded_len, _ = self(input_signal=batch.audio, input_signal_length=batch.audio_len)
+        needed = ctc_min_frames(batch.tokens, batch.tokens_len)
+        feasible = encoded_len >= needed  # (B,)
+        if bool(feasible.all()):
+            loss = ctc_loss(log_probs, encoded_len, batch.tokens, batch.tokens_len, self.blank_id)
+        elif bool(feasible.any()):
+            loss = ctc_loss(log_probs[feasible], encoded_len[feasible], batch.tokens[feasible],
+                            batch.tokens_len[feasible], self.blank_id)
+        else:
+            loss = log_probs.sum() * 0.0
+        return loss, log_probs, encoded_len, needed
+
+    def training_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, str]]]:
+        loss, _, encoded_len, needed = self.ctc_step(batch)
+        too_short = (encoded_len < needed).nonzero().squeeze(1).tolist()
+        skipped = [(batch.paths[row], f"{TOO_SHORT} ({int(needed[row])} frames needed, the audio gives "
+                                      f"{int(encoded_len[row])})") for row in too_short]
+        return loss, {}, skipped
 
     def evaluation_counts(self, batch: Any) -> list[float]:
-        loss, log_probs, encoded_len = self.ctc_step(batch)
+        """Loss summed over the rows it is defined for; every row is scored (a too-short one with what the
+        model outputs for it, often nothing)."""
+        loss, log_probs, encoded_len, needed = self.ctc_step(batch)
+        in_loss = int((encoded_len >= needed).sum())
         errors = corpus_errors(self.token_texts(batch.tokens, batch.tokens_len), self.decode(log_probs, encoded_len))
-        return [loss.item() * batch.audio.shape[0], batch.audio.shape[0], *errors.as_list()]
+        return [loss.item() * in_loss, in_loss, *errors.as_list()]
 
     def eval_metrics(self, totals: torch.Tensor) -> dict[str, float]:
         loss_sum, count, *counts = totals.tolist()

@@ -15,6 +15,11 @@ from quartznet.network.encoder import xavier_init
 LABELS = [" ", *"abcdefghijklmnopqrstuvwxyz", "'"]
 
 
+def is_character(label: object) -> bool:
+    """A CTC label of a character model: a string of one character."""
+    return isinstance(label, str) and len(label) == 1
+
+
 class ConvASRDecoder(nn.Module):
     """1x1 conv to len(vocabulary) + 1 classes, log-softmax; blank is the last index. Key: `decoder_layers.0`."""
 
@@ -35,6 +40,9 @@ class ConvASRDecoder(nn.Module):
             )
         if init_mode != "xavier_uniform" or not add_blank:
             raise ConfigError("ConvASRDecoder supports init_mode='xavier_uniform' with add_blank=true only")
+        if not all(is_character(label) for label in vocabulary):
+            raise ConfigError(f"decoder.vocabulary: labels must be single characters (a character CTC model's "
+                              f"alphabet), got {[label for label in vocabulary if not is_character(label)]}")
         self.vocabulary = list(vocabulary)
         self.blank_id = len(self.vocabulary)
         self.decoder_layers = nn.Sequential(nn.Conv1d(feat_in, self.blank_id + 1, kernel_size=1, bias=True))
@@ -109,6 +117,14 @@ class ConvASRDecoderClassification(nn.Module):
         return self.decoder_layers(self.pooling(encoder_output).squeeze(-1))
 
 
+def ctc_min_frames(targets: torch.Tensor, target_len: torch.Tensor) -> torch.Tensor:
+    """(B,) the fewest frames a CTC alignment of each (B, U_max) target needs: one per symbol, plus one
+    blank between each pair of equal neighbours ("ll" in "hello" cannot be two frames of "l")."""
+    positions = torch.arange(1, targets.shape[1], device=targets.device)  # (U_max - 1,)
+    repeats = (targets[:, 1:] == targets[:, :-1]) & (positions < target_len[:, None])  # (B, U_max - 1)
+    return target_len + repeats.sum(1)
+
+
 def ctc_loss(
     log_probs: torch.Tensor,
     encoded_len: torch.Tensor,
@@ -118,7 +134,8 @@ def ctc_loss(
 ) -> torch.Tensor:
     """NeMo's CTC loss (docs/nemo_compatibility.md §1): per-utterance negative log-likelihood averaged
     over the batch ("mean_batch", not divided by target length), infinities zeroed, always computed
-    in fp32."""
+    in fp32. Training leaves out rows too short for their targets first (ctc_min_frames), so that
+    zeroing hides nothing there."""
     with torch.autocast(log_probs.device.type, enabled=False):
         per_utterance = nn.functional.ctc_loss(
             log_probs.float().transpose(0, 1),  # (T, B, V + 1)

@@ -36,6 +36,7 @@ from quartznet.models import ClassificationModel, CTCModel, QuartzNetModel
 from quartznet.tasks.plots import plot_asr_summary, plot_confusion_matrix
 
 log = logging.getLogger(__name__)
+ASR_PLOT, CLASSIFICATION_PLOT = "evaluation_summary.png", "confusion_matrix.png"  # written into output_dir
 
 
 def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -61,7 +62,7 @@ class AsrResult:
         return format_asr_report(self, worst)
 
     def plot(self, output_dir: Path, name: str) -> Path:
-        path = Path(output_dir) / "evaluation_summary.png"
+        path = Path(output_dir) / ASR_PLOT
         plot_asr_summary({name: self.summary()}, path)
         return path
 
@@ -93,7 +94,7 @@ class ClassificationResult:
         return format_classification_report(self)
 
     def plot(self, output_dir: Path, name: str) -> Path:
-        path = Path(output_dir) / "confusion_matrix.png"
+        path = Path(output_dir) / CLASSIFICATION_PLOT
         plot_confusion_matrix(self.confusion, self.labels, path)
         return path
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -16,8 +17,9 @@ log = logging.getLogger(__name__)
 
 
 class SkippedItemsReport(pl.Callback):
-    """Adds up the training files each epoch had to leave out (unreadable audio, empty transcripts, ...),
-    summed over DDP ranks; logs `train_skipped` and warns with the reasons at each epoch end.
+    """Adds up the training files each epoch had to leave out (unreadable audio, empty transcripts, and the
+    rows the model's loss left out: a transcript longer than its audio allows), summed over DDP ranks;
+    logs `train_skipped` and warns with the reasons at each epoch end.
 
     Training stops with a UserError (the skip summary in the message) when it cannot be useful:
     - before the first step, when every transcript of the training set is empty after the alphabet filter;
@@ -48,8 +50,17 @@ class SkippedItemsReport(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         self.seen += batch.size + len(batch.skipped)
-        if batch.skipped:
-            self.report.add(batch.skipped)
+        self._add(trainer, batch.skipped)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # Rows the model's loss left out (a transcript longer than its audio allows): skipped too.
+        self._add(trainer, outputs.get("skipped", []) if isinstance(outputs, Mapping) else [])
+
+    def _add(self, trainer: pl.Trainer, skipped: list[tuple[str, str]]) -> None:
+        if skipped:
+            self.report.add(skipped)
             if trainer.world_size == 1 and self.seen >= self.check_after_items:
                 self._check(self.report, self.seen, trainer.current_epoch, "so far")
 

@@ -4,6 +4,8 @@ key filters, new vocabulary or labels), the data, the trainer; resume; write the
 from __future__ import annotations
 
 import logging
+import tarfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from quartznet.common.checkpoint import load_checkpoint
 from quartznet.common.errors import ConfigError, MissingInputError, UserError, config_fraction, config_int
 from quartznet.common.hardware import AUTO, auto_precision
 from quartznet.common.outputs import check_writable
-from quartznet.data.manifest import check_manifest_files
+from quartznet.data.manifest import check_manifest_files, manifest_paths
 from quartznet.models import QuartzNetModel
 from quartznet.tasks import TASKS, task_of
 from quartznet.training.callbacks import SkippedItemsReport
@@ -41,8 +43,10 @@ def validate_config(cfg: DictConfig) -> None:
     config_int(select("data.batch_size"), "data.batch_size", minimum=1)
     config_int(select("data.eval_batch_size"), "data.eval_batch_size", minimum=1, allow_none=True)
     config_int(select("data.num_workers"), "data.num_workers", minimum=0, allow_none=True)
-    config_int(select("trainer.max_epochs"), "trainer.max_epochs", minimum=-1, allow_none=True)
-    config_int(select("trainer.max_steps"), "trainer.max_steps", minimum=-1, allow_none=True)
+    for key in ("trainer.max_epochs", "trainer.max_steps"):
+        if config_int(select(key), key, minimum=-1, allow_none=True) == 0:
+            raise ConfigError(f"{key}=0 trains nothing (the model would be written untrained); give at least 1, "
+                              "or -1 for no limit")
     if select("max_skipped_fraction") is not None:
         config_fraction(select("max_skipped_fraction"), "max_skipped_fraction")
     if not select("data.train_shards"):
@@ -61,15 +65,52 @@ def validate_config(cfg: DictConfig) -> None:
                         "(callbacks.model_checkpoint.monitor); give a validation manifest or set "
                         "callbacks.model_checkpoint.monitor=null")
     resume = select("resume")
-    if resume and resume != "last" and not Path(str(resume)).is_file():
-        raise UserError(f"resume={resume}: no such checkpoint; give a .ckpt path or resume=last")
+    if resume and resume != "last":
+        check_resume_checkpoint(Path(str(resume)))
     init = select("init_from")
     if init and not Path(str(init.get("path") or "")).is_file():
         raise UserError(f"init_from.path={init.get('path')}: no such file; give a .nemo or .ckpt to start from")
+    # No output may be an input (say, save_nemo=pretrained.nemo with init_from.path=pretrained.nemo).
+    inputs = [*(path for key in ("data.train_manifest", "data.validation_manifests", "data.test_manifests")
+                for manifests in _manifest_list(select(key)) for path in manifest_paths(manifests)),
+              init.get("path") if init else None, resume if resume != "last" else None]
     run_dir = Path(str(cfg.paths.run_dir))
-    check_writable(run_dir / "results.json")
+    check_writable(run_dir / "results.json", inputs)
     if cfg.get("save_nemo"):
-        check_writable(cfg.save_nemo)
+        check_writable(cfg.save_nemo, inputs)
+
+
+def check_resume_checkpoint(path: Path) -> None:
+    """`resume=` names a Lightning checkpoint (a zip that torch.save wrote); a `.nemo` (a tar) or any other
+    file is a ConfigError that says what to give instead, before Lightning's loader fails on it."""
+    if not path.is_file():
+        raise MissingInputError(f"resume={path}: no such checkpoint; give a .ckpt path or resume=last")
+    if tarfile.is_tarfile(path):
+        raise ConfigError(f"resume={path}: is a .nemo model; resume continues a run from its Lightning checkpoint "
+                          f"(a .ckpt in <run_dir>/checkpoints, or resume=last); to start a new run from this model, "
+                          f"give init_from.path={path}")
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"resume={path}: not a Lightning checkpoint (.ckpt, as train.py writes them in "
+                          "<run_dir>/checkpoints); give one, or resume=last")
+
+
+def check_data_fits_model(cfg: DictConfig, model: QuartzNetModel, datamodule: Any) -> None:
+    """What can only be checked once the model and data exist: the audio's sample rate is the model's,
+    and every callback's `monitor` names a metric this model logs on these validation sets."""
+    model_rate, data_rate = model.preprocessor.sample_rate, datamodule.sample_rate
+    if model_rate != data_rate:
+        raise ConfigError(
+            f"data.sample_rate={data_rate} but the model's front end computes its features for {model_rate} Hz "
+            f"audio (model.preprocessor.sample_rate); audio at any rate is resampled to data.sample_rate, so set "
+            f"data.sample_rate={model_rate}, or make a model for {data_rate} Hz audio with "
+            f"model.preprocessor.sample_rate={data_rate}"
+        )
+    logged = model.logged_metrics(datamodule.val_names)
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        monitor = (callback or {}).get("monitor")
+        if monitor and monitor not in logged:
+            raise ConfigError(f"callbacks.{name}.monitor={monitor!r} is not a metric this run logs; choose one of "
+                              f"{logged}")
 
 
 def model_class(model_cfg: DictConfig) -> type[QuartzNetModel]:
@@ -155,9 +196,7 @@ def resume_path(cfg: DictConfig) -> str | None:
             log.warning("resume=last: %s does not exist yet; starting from scratch", last)
             return None
         return str(last)
-    if not Path(cfg.resume).is_file():
-        raise MissingInputError(f"resume={cfg.resume}: no such checkpoint")
-    return str(cfg.resume)
+    return str(cfg.resume)  # checked by validate_config
 
 
 def instantiate_all(group: DictConfig | None) -> list[Any]:
