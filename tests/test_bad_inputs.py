@@ -418,3 +418,170 @@ def test_program_as_a_subprocess(files, tmp_path):
     assert done.returncode == 1 and done.stdout == ""
     assert "Traceback" not in done.stderr and "gone.wav: file not found" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+# --- third pass: tiny files, manifest values, links, LMs, options ---------------------------------------
+
+
+def _tiny_audio(folder: Path) -> dict[str, Path]:
+    """WAVs shorter than one encoder frame (160 samples at 16 kHz give 0 frames), and one just long enough."""
+    generator = np.random.default_rng(1)
+    paths = {}
+    for samples in (1, 100, 159, 160):
+        paths[samples] = folder / f"tiny{samples}.wav"
+        soundfile.write(paths[samples], (generator.standard_normal(samples) * 0.1).astype("float32"), RATE)
+    return paths
+
+
+def test_audio_shorter_than_one_frame_gives_an_empty_transcript(files, capsys, tmp_path):
+    from quartznet.transcribe import main
+
+    tiny = _tiny_audio(tmp_path)
+    for samples in (1, 100):  # alone, with word timestamps
+        out = tmp_path / f"alone{samples}.jsonl"
+        code, _, err = call(main, [str(files["good"]), str(tiny[samples]), "--timestamps", "--output", str(out),
+                                   "--device", "cpu"], capsys)
+        check(code, err, 0, "transcribed 1 of 1 inputs (0 skipped)")
+        assert _rows(out) == [{"audio_filepath": str(tiny[samples]), "text": "", "words": []}]
+    out = tmp_path / "mixed.jsonl"  # among good files, in one batch: nothing else is lost
+    code, _, err = call(main, [str(files["good"]), *good_audio(files), *map(str, tiny.values()), "--output", str(out),
+                               "--device", "cpu"], capsys)
+    check(code, err, 0, "transcribed 7 of 7 inputs (0 skipped)")
+    rows = {row["audio_filepath"]: row["text"] for row in _rows(out)}
+    assert rows[str(tiny[1])] == rows[str(tiny[159])] == "" and set(good_audio(files)) <= set(rows)
+
+
+def _manifest_rows(path: Path, rows: list, encoding: str = "utf-8", prefix: bytes = b"") -> Path:
+    path.write_bytes(prefix + "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode(encoding))
+    return path
+
+
+MANIFEST_VALUE_CASES = {
+    # a good row first: a bad later row stops the run before any work, so nothing finished is lost
+    "duration_nan": ({"duration": float("nan")}, "m.json:2", "'duration'", "NaN"),
+    "duration_infinity": ({"duration": float("inf")}, "m.json:2", "'duration'", "Infinity"),
+    "duration_negative": ({"duration": -1}, "m.json:2", "'duration'", "-1"),
+    "offset_nan": ({"offset": float("nan")}, "m.json:2", "'offset'", "NaN"),
+    "path_null": ({"audio_filepath": None}, "m.json:2", "'audio_filepath'", "null"),
+    "path_number": ({"audio_filepath": 7}, "m.json:2", "'audio_filepath'", "7"),
+}
+
+
+@pytest.mark.parametrize("kind", MANIFEST_VALUE_CASES)
+def test_transcribe_manifest_values_are_checked_at_read_time(kind, files, capsys, tmp_path):
+    from quartznet.transcribe import main
+
+    change, *named = MANIFEST_VALUE_CASES[kind]
+    good = {"audio_filepath": good_audio(files)[0]}
+    manifest = _manifest_rows(tmp_path / "m.json", [good, {**good, **change}])
+    out = tmp_path / "out.jsonl"
+    code, _, err = call(main, [str(files["good"]), str(manifest), "--output", str(out), "--device", "cpu"], capsys)
+    check(code, err, 1, *named)
+    assert "unreadable audio" not in err and not out.exists()
+
+
+def test_a_manifest_that_is_not_utf8_names_the_file_and_line(files, capsys, tmp_path):
+    from quartznet.transcribe import main
+
+    rows = [{"audio_filepath": path, "text": "café"} for path in good_audio(files)[:2]]
+    manifest = _manifest_rows(tmp_path / "latin1.json", rows, encoding="latin-1")
+    code, _, err = call(main, [str(files["good"]), str(manifest), "--device", "cpu"], capsys)
+    check(code, err, 1, "latin1.json:1", "not UTF-8", "0xe9")
+
+
+def test_a_byte_order_mark_is_accepted(files, capsys, tmp_path):
+    from quartznet.transcribe import main
+
+    manifest = _manifest_rows(tmp_path / "bom.json", [{"audio_filepath": path} for path in good_audio(files)],
+                              prefix=b"\xef\xbb\xbf")
+    code, out, err = call(main, [str(files["good"]), str(manifest), "--device", "cpu"], capsys)
+    check(code, err, 0, "transcribed 3 of 3 inputs")
+    assert len(out.splitlines()) == 3
+
+
+def test_broken_links_and_link_loops_in_a_folder_are_listed_and_counted(files, capsys, tmp_path):
+    from quartznet.transcribe import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.wav").write_bytes(Path(good_audio(files)[0]).read_bytes())
+    (folder / "dangling.wav").symlink_to("nowhere.wav")
+    (folder / "loop.wav").symlink_to("loop.wav")
+    code, out, err = call(main, [str(files["good"]), str(folder), "--device", "cpu"], capsys)
+    check(code, err, 0, "transcribed 1 of 3 inputs (2 skipped)", "dangling.wav: broken symbolic link (to nowhere.wav)",
+          "loop.wav: symbolic link loop")
+    assert len(out.splitlines()) == 1
+
+
+@pytest.mark.parametrize("text", ["garbage\nnot an arpa\n", "\\data\\\nngram 1=2\n\n\\1-grams:\n-1.0\t<s>\n"],
+                         ids=["not_arpa", "unigram_only"])
+def test_an_unreadable_language_model_is_one_line_naming_it(text, files, capsys, tmp_path):
+    from quartznet.transcribe import main
+
+    lm = tmp_path / "lm.arpa"
+    lm.write_text(text)
+    code, _, err = call(main, [str(files["good"]), *good_audio(files), "--lm", str(lm), "--device", "cpu"], capsys)
+    check(code, err, 1, str(lm), "language model")
+
+
+def test_synthetic_corpus_sizes_name_the_option_and_its_range(capsys, tmp_path):
+    from data_prep import synthetic
+
+    for option, value in (("--train-utterances", "-3"), ("--jobs", "0"), ("--numbers", "2")):
+        code, _, err = call(synthetic.main, ["asr", "--out", str(tmp_path / "x"), option, value], capsys)
+        assert code == 2 and f"argument {option}: must be" in err, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_on_a_full_disk_names_the_output_file(files, capsys, tmp_path, monkeypatch):
+    import quartznet.export as export
+
+    def full_disk(module, model, variant, path, *args):
+        Path(path).write_bytes(b"half an onnx")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export, "_export_to", full_disk)
+    out = tmp_path / "out"
+    code, _, err = call(export.main, [str(files["good"]), str(out)], capsys)
+    check(code, err, 1, str(out / "good.openvino.onnx"), "No space left on device")
+    assert list(out.iterdir()) == []  # no half-written file, under any name
+
+
+class TornDisk:
+    """A file handle whose disk fills in the middle of a row: part of it is written, then ENOSPC."""
+
+    def __init__(self, handle, after: int):
+        self.handle, self.left = handle, after
+
+    def write(self, data) -> int:
+        if self.left <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = self.handle.write(bytes(data)[: self.left])
+        self.left -= written
+        return written
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def test_a_full_disk_leaves_only_complete_rows_in_the_partial_file(tmp_path):
+    output = JsonLinesOutput(tmp_path / "out.jsonl")
+    output.write({"text": "first"})
+    output._handle = TornDisk(output._handle, after=7)  # the second row is cut after 7 bytes
+    with pytest.raises(UserError, match=r"out\.jsonl\.partial: writing failed after 1 rows \(No space left"):
+        output.write({"text": "second row, torn"})
+    output.keep_partial()
+    assert (tmp_path / "out.jsonl.partial").read_text() == '{"text": "first"}\n'
+
+
+def test_only_user_errors_are_one_line_a_bug_keeps_its_traceback(capsys):
+    from quartznet.common.errors import ConfigError, user_errors
+
+    for error in (UserError("bad file"), ConfigError("x=1: bad"), PermissionError(13, "Permission denied", "/x/y")):
+        with pytest.raises(SystemExit) as stop, user_errors():
+            raise error
+        assert stop.value.code == 1
+    assert capsys.readouterr().err.count("error: ") == 3
+    for bug in (ValueError("an internal invariant"), OSError(5, "no file named"), KeyError("k")):
+        with pytest.raises(type(bug)), user_errors():
+            raise bug

@@ -118,13 +118,20 @@ def evaluate_args(data, out: Path, **overrides) -> list[str]:
     ({"split": "test-clean"}, ["exactly one of manifest"]),
     ({"manifest": ...}, ["exactly one of manifest"]),
     ({"manifest": ..., "split": "train-clean-100"}, ["split='train-clean-100'"]),
+    ({"predictions": "GOOD"}, ["good.json: is an input of this command"]),
+    ({"predictions": "MODEL"}, ["model.nemo: is an input of this command"]),
+    ({"predictions": "AUDIO"}, ["good0.wav: is an input of this command"]),
+    ({"predictions": "RESULTS"}, ["results.json", "are the same file"]),
 ])
 def test_evaluate_rejects_bad_config_before_loading_the_model(data, tmp_path, capfd, overrides, names):
-    if overrides.get("manifest") == "EMPTY":
-        overrides["manifest"] = data["empty"]
+    stand_ins = {"EMPTY": data["empty"], "GOOD": data["good"], "MODEL": data["model"],
+                 "AUDIO": data["root"] / "audio" / "good0.wav", "RESULTS": tmp_path / "eval" / "results.json"}
+    overrides = {key: stand_ins.get(value, value) if isinstance(value, str) else value for key, value in overrides.items()}
+    inputs = {path: path.read_bytes() for path in (data["good"], data["model"], stand_ins["AUDIO"])}
     code, _, err = run_main("evaluate", evaluate_args(data, tmp_path / "eval", **overrides), capfd)
     assert_user_error(code, err, *names)
     assert not (tmp_path / "eval" / "results.json").exists()
+    assert all(path.read_bytes() == content for path, content in inputs.items())  # no input touched
 
 
 def test_unwritable_predictions_fail_before_any_work(data, tmp_path, capfd):
@@ -235,10 +242,18 @@ def train_args(data, run_dir: Path, train=None, validation=None, **overrides) ->
     ({"data.train_manifest": "EMPTY"}, ["data.train_manifest", "empty.json", "empty"]),
     ({"data.validation_manifests": "[]"}, ["data.validation_manifests is empty", "val_wer"]),
     ({"resume": "nowhere/last.ckpt"}, ["resume=nowhere/last.ckpt"]),
+    ({"resume": "MODEL"}, ["model.nemo: is a .nemo model", "init_from.path="]),
+    ({"resume": "GOOD"}, ["good.json: not a Lightning checkpoint"]),
+    ({"trainer.max_epochs": 0}, ["trainer.max_epochs=0 trains nothing"]),
+    ({"trainer.max_steps": 0}, ["trainer.max_steps=0 trains nothing"]),
+    ({"data.sample_rate": 8000}, ["data.sample_rate=8000", "16000 Hz", "model.preprocessor.sample_rate"]),
+    ({"callbacks.model_checkpoint.monitor": "val_wre"}, ["callbacks.model_checkpoint.monitor='val_wre'", "'val_wer'"]),
+    ({"+change_vocabulary": "[ab,c]"}, ["change_vocabulary", "single characters", "'ab'"]),
+    ({"save_nemo": "GOOD"}, ["good.json: is an input of this command"]),
 ])
 def test_train_rejects_bad_config_before_building_anything(data, tmp_path, capfd, overrides, names):
-    if overrides.get("data.train_manifest") == "EMPTY":
-        overrides["data.train_manifest"] = data["empty"]
+    stand_ins = {"EMPTY": data["empty"], "MODEL": data["model"], "GOOD": data["good"]}
+    overrides = {key: stand_ins.get(value, value) if isinstance(value, str) else value for key, value in overrides.items()}
     code, _, err = run_main("train", train_args(data, tmp_path / "run", **overrides), capfd)
     assert_user_error(code, err, *names)
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -333,3 +348,128 @@ def test_scripts_as_subprocesses_print_one_line_and_exit_1(data, tmp_path):
     for process, (_, err), name in zip(processes, results, ["empty.json", "data.batch_size"]):
         assert process.returncode == 1, err[-3000:]
         assert "Traceback" not in err and err.count("error: ") == 1 and name in err, err[-3000:]
+
+
+# --- third pass: clips too short, manifest values, empty references, run folders ------------------------
+
+
+def clip(folder: Path, name: str, samples: int, seed: int = 0) -> str:
+    path = folder / name
+    soundfile.write(path, tone(samples / RATE, seed=seed)[:samples], RATE)
+    return str(path)
+
+
+@pytest.fixture
+def short_clips(data, tmp_path) -> dict[str, Path]:
+    """Manifests mixing the good rows with clips shorter than one encoder frame (6 ms), clips too short for
+    their transcript (20 ms of "a b"), and 1 s under a 20,000-character transcript."""
+    good = [json.loads(line) for line in data["good"].read_text().splitlines()]
+    tiny = {"audio_filepath": clip(tmp_path, "tiny.wav", 100), "duration": 100 / RATE, "text": "a b"}
+    too_short = [{"audio_filepath": clip(tmp_path, f"short{i}.wav", 320, seed=i), "duration": 0.02, "text": "a b"}
+                 for i in range(4)]
+    long_text = {"audio_filepath": clip(tmp_path, "second.wav", RATE), "duration": 1.0, "text": "ab " * 6667}
+    return {
+        "with_tiny": manifest(tmp_path / "with_tiny.json", good[:2] + [tiny] + good[2:]),
+        "too_short": manifest(tmp_path / "too_short.json", too_short),
+        "long_text": manifest(tmp_path / "long_text.json", good + [long_text]),
+    }
+
+
+def test_evaluate_scores_a_clip_shorter_than_one_frame(data, short_clips, tmp_path, capfd):
+    code, _, err = run_main("evaluate", evaluate_args(data, tmp_path / "eval", manifest=short_clips["with_tiny"]), capfd)
+    assert code == 0, err[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.json").read_text().splitlines()]
+    assert len(rows) == 5 and rows[2]["pred_text"] == "" and rows[2]["wer"] == 1.0  # scored: all words deleted
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["skipped"]["count"] == 0
+
+
+def test_a_clip_shorter_than_one_frame_in_validation_does_not_stop_training(data, short_clips, tmp_path, capfd):
+    code, _, err = run_main("train", train_args(data, tmp_path / "run", validation=short_clips["with_tiny"]), capfd)
+    assert code == 0, err[-3000:]
+    assert (tmp_path / "run" / "model.nemo").is_file() and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_training_only_on_clips_too_short_for_their_transcripts_stops(data, short_clips, tmp_path, capfd):
+    code, _, err = run_main("train", train_args(data, tmp_path / "run", train=short_clips["too_short"]), capfd)
+    assert_user_error(code, err, "no usable training item", "transcript longer than the audio allows")
+    assert not (tmp_path / "run" / "model.nemo").exists() and not list((tmp_path / "run").glob("checkpoints/*.ckpt"))
+
+
+def test_a_transcript_longer_than_its_audio_allows_is_skipped_and_reported(data, short_clips, tmp_path, capfd):
+    run_dir = tmp_path / "run"
+    code, out, err = run_main("train", train_args(data, run_dir, train=short_clips["long_text"],
+                                                   **{"+trainer.limit_train_batches": 3}), capfd)
+    assert code == 0, err[-3000:]
+    assert "1 items skipped" in out + err and "second.wav: transcript longer than the audio allows" in out + err
+    rows = [line.split(",") for line in (run_dir / "csv" / "metrics.csv").read_text().splitlines()]
+    skipped = [row[rows[0].index("train_skipped")] for row in rows[1:] if row[rows[0].index("train_skipped")]]
+    assert skipped == ["1.0"]
+    assert "1 items skipped" in (run_dir / "train.log").read_text()  # the run's own log file
+
+
+@pytest.mark.parametrize("rows, names", [
+    ([{"duration": float("nan")}], ["bad.json:1", "'duration'", "NaN"]),
+    ([{"duration": float("inf")}], ["bad.json:1", "'duration'", "Infinity"]),
+    ([{"audio_filepath": None}], ["bad.json:1", "'audio_filepath'", "null"]),
+    ([{"text": 5}], ["bad.json:1", "'text'", "5"]),
+])
+def test_manifest_values_are_named_by_line_and_field_in_training_and_evaluation(data, tmp_path, capfd, rows, names):
+    good = json.loads(data["good"].read_text().splitlines()[0])
+    bad = manifest(tmp_path / "bad.json", [{**good, **change} for change in rows])
+    for script, args in (("train", train_args(data, tmp_path / "run", train=bad)),
+                         ("evaluate", evaluate_args(data, tmp_path / "eval", manifest=bad))):
+        code, _, err = run_main(script, args, capfd)
+        assert_user_error(code, err, *names)
+        assert "unreadable audio" not in err
+
+
+def test_manifests_with_a_byte_order_mark_train_and_evaluate(data, tmp_path, capfd):
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + data["good"].read_bytes())
+    code, _, err = run_main("train", train_args(data, tmp_path / "run", train=bom, validation=bom), capfd)
+    assert code == 0, err[-3000:]
+    code, _, err = run_main("evaluate", evaluate_args(data, tmp_path / "eval", manifest=bom), capfd)
+    assert code == 0, err[-3000:]
+
+
+def test_a_latin1_manifest_names_the_file_and_line(data, tmp_path, capfd):
+    good = json.loads(data["good"].read_text().splitlines()[0])
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes((json.dumps(good) + "\n" + json.dumps({**good, "text": "café"}, ensure_ascii=False) + "\n")
+                       .encode("latin-1"))
+    code, _, err = run_main("evaluate", evaluate_args(data, tmp_path / "eval", manifest=latin1), capfd)
+    assert_user_error(code, err, "latin1.json:2", "not UTF-8")
+
+
+def test_rows_with_an_empty_reference_are_scored_not_skipped(data, tmp_path, capfd):
+    good = [json.loads(line) for line in data["good"].read_text().splitlines()]
+    with_empty = manifest(tmp_path / "empty_ref.json", good + [{**good[0], "text": ""}])
+    code, _, err = run_main("evaluate", evaluate_args(data, tmp_path / "eval", manifest=with_empty), capfd)
+    assert code == 0, err[-3000:]
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.json").read_text().splitlines()]
+    assert results["utterances"] == 5 and results["skipped"]["count"] == 0
+    assert results["reference_words"] == sum(len(row["text"].split()) for row in good)  # the denominator holds
+    empty = rows[-1]
+    assert empty["text"] == "" and results["insertions"] >= len(empty["pred_text"].split()) > 0
+
+
+def test_a_second_run_into_a_busy_run_folder_is_refused(data, tmp_path, capfd):
+    from quartznet.common.runs import RunLock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from quartznet.common.runs import RunLock\n"
+                               f"with RunLock({str(run_dir)!r}, 'paths.run_dir'):\n print('held', flush=True); time.sleep(60)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, _, err = run_main("train", train_args(data, run_dir), capfd)
+        assert_user_error(code, err, f"paths.run_dir={run_dir}", "another run is writing into this folder",
+                          f"pid {holder.pid}")
+        assert not (run_dir / "checkpoints").exists() and not (run_dir / "csv").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(run_dir, "paths.run_dir"):  # the killed holder's lock went with it
+        pass

@@ -101,7 +101,8 @@ def audio_path_field(row: Mapping[str, Any], where: str, manifest: Path) -> Path
     if "audio_filepath" not in row:
         raise ManifestError(f"{where}: missing field 'audio_filepath' (the audio file of this row)")
     if not isinstance(value, str) or not value.strip():
-        raise ManifestError(f"{where}: field 'audio_filepath' must be a non-empty string (a file path), got {value!r}")
+        raise ManifestError(f"{where}: field 'audio_filepath' must be a non-empty string (a file path), got "
+                            f"{json.dumps(value)}")
     path = Path(value).expanduser()
     return path if path.is_absolute() else manifest.parent / path
 
@@ -123,7 +124,7 @@ def seconds_field(row: Mapping[str, Any], key: str, where: str, required: bool =
             number = float(value)
     bound = "> 0" if positive else ">= 0"
     if number is None or not math.isfinite(number) or number < 0 or (positive and number == 0):
-        raise ManifestError(f"{where}: field {key!r} must be a finite number of seconds {bound}, got {value!r}")
+        raise ManifestError(f"{where}: field {key!r} must be a finite number of seconds {bound}, got {json.dumps(value)}")
     return number
 
 
@@ -132,7 +133,7 @@ def text_field(row: Mapping[str, Any], key: str, where: str) -> str:
     if key not in row:
         raise ManifestError(f"{where}: missing field {key!r}")
     if not isinstance(row[key], str):
-        raise ManifestError(f"{where}: field {key!r} must be a string, got {row[key]!r}")
+        raise ManifestError(f"{where}: field {key!r} must be a string, got {json.dumps(row[key])}")
     return row[key]
 
 

@@ -150,6 +150,8 @@ def write_shards(
         raise InputError(f"{out_dir}: is a file; give a folder for the shards")
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = [str(path) for path in manifest_paths(manifest)]
+    for name in (INDEX_NAME, PROGRESS_NAME):  # never over a manifest (the shards' names: below)
+        check_not_an_input(out_dir / name, sources)
     entries = read_manifests(manifest, field=field, min_duration=min_duration, max_duration=max_duration)
     options = {"sources": sources, "field": field, "shard_size": shard_size, "num_buckets": num_buckets,
                "shuffle": shuffle, "seed": seed, "min_duration": min_duration, "max_duration": max_duration}
@@ -166,7 +168,7 @@ def write_shards(
         raise InputError(f"no usable audio in {', '.join(sources)} ({len(skipped)} files skipped, e.g. {skipped[:3]})")
     usable.sort(key=lambda item: item[1].duration)  # ties keep manifest order, so the split is stable
     buckets, plan = _plan_shards(len(usable), num_buckets, shard_size, shuffle, seed)
-    for name in (INDEX_NAME, PROGRESS_NAME, *(shard for shard, _, _ in plan)):  # never over a manifest
+    for name, _, _ in plan:
         check_not_an_input(out_dir / name, sources)
     done = _write_planned_shards(out_dir, plan, usable, field, fingerprint, progress)
 

@@ -1,0 +1,156 @@
+"""Hostile `.nemo` files: each bomb ends in one line naming what was refused, in bounded time and memory.
+
+The archives are built here from the tiny CTC model: an unused 1 GiB member (gzip, a few KB on disk),
+a weights member that claims 3 GiB, more entries than any .nemo holds, a YAML alias bomb (a million
+values once expanded, 400 bytes), and a config asking for 60,000 filters where the weights have 16.
+One subprocess loads them all, each under a cap on its address space (what it had after the imports,
+plus 2 GiB) and with its peak resident memory reset before it; it reports the time, the peak, what the
+load added to the process's memory, and the message of each, so the tests can hold them to the limits:
+under 10 s and 2 GB, one line (and, stricter, under 256 MB added: a reader that extracted the unused
+member would add 1 GiB).
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, tiny_ctc_config
+from quartznet.common.checkpoint import CONFIG_NAME, MAX_MEMBERS, WEIGHTS_NAME, load_nemo, save_nemo
+from quartznet.models import CTCModel
+
+SECONDS, PEAK_BYTES = 10.0, 2 << 30
+GROWTH_BYTES = 256 << 20  # what loading may add to the process's resident memory (the tiny model needs ~1 MB)
+
+LOADER = r"""
+import json, os, resource, sys, time
+from quartznet.common.errors import UserError
+from quartznet.tasks import load_model
+
+budget = int(sys.argv[1])
+results = {}
+for path in sys.argv[2:]:
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    size = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (size + budget, resource.RLIM_INFINITY))
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # resets the peak resident size (VmHWM) of this process
+    before = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
+    start = time.perf_counter()
+    try:
+        load_model(path)
+        message = None
+    except UserError as error:
+        message = str(error)
+    except MemoryError:
+        message = "MemoryError"
+    seconds = time.perf_counter() - start
+    status = open("/proc/self/status").read()
+    peak = int(status.split("VmHWM:")[1].split()[0]) * 1024
+    results[os.path.basename(path)] = {"seconds": seconds, "peak": peak, "growth": peak - before, "message": message}
+print(json.dumps(results))
+"""
+
+
+def _member(name: str, payload: bytes) -> bytes:
+    info = tarfile.TarInfo(f"./{name}")
+    info.size = len(payload)
+    return info.tobuf(format=tarfile.GNU_FORMAT) + payload + b"\0" * (-len(payload) % tarfile.BLOCKSIZE)
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    path.write_bytes(b"".join(_member(name, payload) for name, payload in members) + b"\0" * 2 * tarfile.RECORDSIZE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bombs")
+    torch.manual_seed(0)
+    config, weights = load_nemo(CTCModel(tiny_ctc_config()).save_to(folder / "good.nemo"))
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    config_bytes, weights_bytes = yaml.safe_dump(config).encode(), buffer.getvalue()
+    paths = {}
+
+    # 1 GiB of zeros before the real members, gzip'd as 1,024 concatenated gzip members of 1 MiB each
+    # (gzip readers join them): a few KB on disk, 1 GiB for a reader that extracts everything.
+    padding = tarfile.TarInfo("./padding.bin")
+    padding.size = 1 << 30
+    mebibyte = gzip.compress(bytes(1 << 20), compresslevel=9)
+    rest = _member(CONFIG_NAME, config_bytes) + _member(WEIGHTS_NAME, weights_bytes) + b"\0" * 2 * tarfile.RECORDSIZE
+    paths["unused"] = folder / "unused.nemo"
+    paths["unused"].write_bytes(gzip.compress(padding.tobuf(format=tarfile.GNU_FORMAT)) + mebibyte * 1024
+                                + gzip.compress(rest))
+
+    # A weights member whose header claims 3 GiB (only the header is there).
+    claim = tarfile.TarInfo(f"./{WEIGHTS_NAME}")
+    claim.size = 3 << 30
+    paths["huge_member"] = folder / "huge_member.nemo"
+    paths["huge_member"].write_bytes(_member(CONFIG_NAME, config_bytes) + claim.tobuf(format=tarfile.GNU_FORMAT))
+
+    paths["many_members"] = _tar(folder / "many_members.nemo",
+                                 [(f"junk/{i}", b"") for i in range(MAX_MEMBERS + 1)] + [(CONFIG_NAME, config_bytes)])
+
+    # Each level is a list of four aliases of the level below: 4^10 ~ 10^6 values from a few hundred bytes.
+    levels = ["l0: &l0 [x, x, x, x]"] + [f"l{i}: &l{i} [*l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}]" for i in range(1, 11)]
+    paths["alias"] = _tar(folder / "alias.nemo", [(CONFIG_NAME, config_bytes + "\n".join(levels).encode() + b"\n"),
+                                                  (WEIGHTS_NAME, weights_bytes)])
+
+    wide = copy.deepcopy(config)
+    wide["encoder"]["jasper"][1]["filters"] = 60_000  # a (60000, 60000, k) weight would be 14+ GB
+    paths["filters"] = save_nemo(folder / "filters.nemo", wide, weights)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def loaded(bombs) -> dict[str, dict]:
+    done = subprocess.run([sys.executable, "-c", LOADER, str(PEAK_BYTES), *map(str, bombs.values())], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+EXPECTED = {
+    "unused": None,  # loads: the unused member is passed over, never read into memory or onto disk
+    "huge_member": f"member ./{WEIGHTS_NAME} is 3.0 GiB, over the 2.0 GiB limit for {WEIGHTS_NAME}; refusing",
+    "many_members": f"more than {MAX_MEMBERS} entries",
+    "alias": f"{CONFIG_NAME} holds more than 100,000 values once its YAML aliases are expanded",
+    "filters": "weight encoder.encoder.1.mconv.1.conv.weight has shape (16, 16, 1) in the checkpoint, but its config "
+               "(`encoder.jasper[1]`) asks for (60000, 16, 1)",
+}
+
+
+@pytest.mark.parametrize("kind", EXPECTED)
+def test_a_hostile_archive_ends_in_one_line_in_bounded_time_and_memory(kind, bombs, loaded):
+    result = loaded[bombs[kind].name]
+    assert result["seconds"] < SECONDS and result["peak"] < PEAK_BYTES and result["growth"] < GROWTH_BYTES, result
+    if EXPECTED[kind] is None:
+        assert result["message"] is None, result
+    else:
+        assert result["message"] is not None and EXPECTED[kind] in result["message"], result
+        assert result["message"].startswith(str(bombs[kind])) and "\n" not in result["message"]
+
+
+def test_the_command_line_says_the_refusal_in_one_line(bombs, capsys, tmp_path):
+    from quartznet.transcribe import main
+
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"")
+    try:
+        code = main([str(bombs["alias"]), str(audio), "--device", "cpu"])
+    except SystemExit as stop:
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and err.strip().splitlines() == [f"error: {bombs['alias']}: "
+                                                                                 + EXPECTED["alias"] + " (an alias bomb?); refusing it"]
