@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from quartznet.common.errors import hydra_debug, user_errors
 from quartznet.common.outputs import atomic_write_json, atomic_write_text
-from quartznet.common.runs import RunLock, launch_rank, log_to_file
+from quartznet.common.runs import RunLock, first_process, log_to_file
 from quartznet.tasks import task_of
 from quartznet.tasks.plots import plot_training_curves
 from quartznet.training.setup import (
@@ -67,7 +67,7 @@ def train(cfg: DictConfig, started: dict[str, pl.Trainer]) -> dict:
 
 
 def run_training(run_dir: Path, cfg: DictConfig, started: dict[str, pl.Trainer]) -> dict:
-    if launch_rank() == 0:
+    if first_process():
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(cfg.seed, workers=True)
     model = build_model(cfg)

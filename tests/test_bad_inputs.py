@@ -585,3 +585,16 @@ def test_only_user_errors_are_one_line_a_bug_keeps_its_traceback(capsys):
     for bug in (ValueError("an internal invariant"), OSError(5, "no file named"), KeyError("k")):
         with pytest.raises(type(bug)), user_errors():
             raise bug
+
+
+def test_data_prep_reads_manifests_with_the_same_checks(files, capsys, tmp_path):
+    from data_prep import build_lm, make_shards
+
+    good = {"audio_filepath": good_audio(files)[0], "duration": 0.5, "text": "a b"}
+    nan = _manifest_rows(tmp_path / "nan.json", [good, {**good, "duration": float("nan")}])
+    code, _, err = call(make_shards.main, ["--manifest", str(nan), "--out", str(tmp_path / "shards"), "--quiet"], capsys)
+    check(code, err, 1, "nan.json:2", "'duration'", "NaN")
+    latin1 = _manifest_rows(tmp_path / "latin1.json", [{**good, "text": "café"}], encoding="latin-1")
+    code, _, err = call(build_lm.main, [str(latin1), "--out", str(tmp_path / "lm.arpa")], capsys)
+    check(code, err, 1, "latin1.json:1", "not UTF-8")
+    assert not (tmp_path / "lm.arpa").exists()

@@ -473,3 +473,21 @@ def test_a_second_run_into_a_busy_run_folder_is_refused(data, tmp_path, capfd):
         holder.wait()
     with RunLock(run_dir, "paths.run_dir"):  # the killed holder's lock went with it
         pass
+
+
+@pytest.mark.parametrize("environment, label", [
+    ({}, ""), ({"RANK": "0", "LOCAL_RANK": "0"}, ""), ({"RANK": "9", "LOCAL_RANK": "1"}, "rank9"),  # torchrun
+    ({"SLURM_PROCID": "2"}, "rank2"), ({"SLURM_PROCID": "0", "RANK": "8"}, "rank8"),  # srun, torchrun under srun
+    ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, "node1.local0"), ({"LOCAL_RANK": "1"}, "node0.local1"),  # Lightning's
+])
+def test_only_the_launchs_first_process_takes_the_run_lock(environment, label, tmp_path, monkeypatch):
+    from quartznet.common.runs import GLOBAL_RANK_VARIABLES, NODE_RANK_VARIABLES, RunLock, launch_label, log_to_file
+
+    for name in (*GLOBAL_RANK_VARIABLES, *NODE_RANK_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert launch_label() == label
+    with RunLock(tmp_path, "paths.run_dir"), log_to_file(tmp_path, "train") as log_file:
+        assert (tmp_path / ".lock").exists() == (label == "")
+        assert log_file.name == (f"train.{label}.log" if label else "train.log")

@@ -30,16 +30,32 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's, as on the console
-# What launchers set in every process they start: torchrun (RANK, LOCAL_RANK), SLURM's srun
-# (SLURM_PROCID), Lightning's own DDP launcher (LOCAL_RANK, NODE_RANK).
-RANK_VARIABLES = ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK")
+# What launchers set in every process they start: a rank across the whole launch (torchrun's RANK,
+# SLURM srun's SLURM_PROCID), or the node and the process on it (Lightning's own DDP launcher).
+GLOBAL_RANK_VARIABLES = ("RANK", "SLURM_PROCID")
+NODE_RANK_VARIABLES = ("NODE_RANK", "LOCAL_RANK")
 
 
-def launch_rank() -> int:
-    """0 in the launch's first process (or when nothing was launched), else a positive number that is
-    distinct within each node; read from the launchers' environment before any process group exists."""
-    ranks = [int(os.environ[name]) for name in RANK_VARIABLES if os.environ.get(name, "").isdigit()]
-    return next((rank for rank in ranks if rank), 0)
+def _environment_rank(name: str) -> int | None:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+def launch_label() -> str:
+    """"" in the launch's first process (or when nothing was launched), else a name for this process that
+    no other process of the launch has: `rank<N>`, or `node<N>.local<M>` under Lightning's own launcher.
+    Read from the launchers' environment, before any process group exists."""
+    for name in GLOBAL_RANK_VARIABLES:
+        rank = _environment_rank(name)
+        if rank is not None:
+            return f"rank{rank}" if rank else ""
+    node, local = (_environment_rank(name) or 0 for name in NODE_RANK_VARIABLES)
+    return f"node{node}.local{local}" if node or local else ""
+
+
+def first_process() -> bool:
+    """Whether this is the launch's first process: the one that writes what a run writes once."""
+    return launch_label() == ""
 
 
 class RunLock:
@@ -52,7 +68,7 @@ class RunLock:
         self._handle = None
 
     def __enter__(self) -> RunLock:
-        if launch_rank() != 0:
+        if not first_process():
             return self
         path = self.folder / LOCK_NAME
         handle = open(path, "a+", encoding="utf-8")
@@ -90,9 +106,10 @@ class RunLock:
 @contextlib.contextmanager
 def log_to_file(folder: str | os.PathLike, name: str) -> Iterator[Path]:
     """While the block runs, this process's log records (the root logger's, as on the console) go to
-    `<folder>/<name>.log` too, `<name>.rank<N>.log` in the other processes of a launch; yields the file."""
-    rank = launch_rank()
-    path = Path(folder) / (f"{name}.log" if rank == 0 else f"{name}.rank{rank}.log")
+    `<folder>/<name>.log` too, `<name>.<launch label>.log` in the other processes of a launch (no two of
+    them share a file, on a shared file system either); yields the file."""
+    label = launch_label()
+    path = Path(folder) / (f"{name}.{label}.log" if label else f"{name}.log")
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
