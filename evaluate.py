@@ -30,7 +30,7 @@ from quartznet.common.errors import (
     user_errors,
 )
 from quartznet.common.outputs import JsonLinesOutput, atomic_write_json, check_distinct, check_writable
-from quartznet.common.runs import log_to_file
+from quartznet.common.runs import CONFIG_NAME, log_name, log_to_file, write_config
 from quartznet.data.manifest import check_manifest_files, manifest_audio_paths, manifest_paths, write_manifest
 from quartznet.decoding import BeamSearchDecoder
 from quartznet.models import CTCModel
@@ -76,12 +76,15 @@ def validated(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"decoding.strategy={cfg.decoding.strategy!r}: choose one of {list(STRATEGIES)}")
     output_dir = Path(str(cfg.output_dir))
     results, predictions = output_dir / "results.json", Path(str(cfg.predictions))
-    check_distinct({"predictions": predictions, "output_dir's results": results,
-                    "output_dir's summary plot": output_dir / ASR_PLOT,
-                    "output_dir's confusion matrix": output_dir / CLASSIFICATION_PLOT})
+    outputs = {"predictions": predictions, "output_dir's results": results, "output_dir's config": output_dir / CONFIG_NAME,
+               "output_dir's log": output_dir / log_name("evaluate"), "output_dir's summary plot": output_dir / ASR_PLOT,
+               "output_dir's confusion matrix": output_dir / CLASSIFICATION_PLOT}
+    check_distinct(outputs)
     # No output may be an input: the checkpoint, a manifest, one of its audio files, the LM or lexicon.
     inputs = [cfg.checkpoint, *manifest_paths(manifest), *manifest_audio_paths(manifest),
               cfg.decoding.lm_path, cfg.decoding.lexicon_path]
+    for path in outputs.values():
+        check_writable(path, inputs)
     return dict(
         manifest=manifest,
         batch_size=config_int(cfg.batch_size, "batch_size", minimum=1),
@@ -90,8 +93,9 @@ def validated(cfg: DictConfig) -> dict[str, Any]:
         max_skipped_fraction=config_fraction(cfg.max_skipped_fraction, "max_skipped_fraction"),
         device=resolve_device(cfg.device, "device"),
         output_dir=output_dir,
-        results=check_writable(results, inputs),
-        predictions=check_writable(predictions, inputs),
+        results=results,
+        predictions=predictions,
+        inputs=inputs,
     )
 
 
@@ -107,7 +111,7 @@ def evaluate(cfg: DictConfig, settings: dict[str, Any]) -> dict:
         raise UserError(f"decoding.strategy={cfg.decoding.strategy!r} applies to speech recognition, not {task.name}")
     # Rows stream to <predictions>.partial as they are ready; an interrupted run keeps them there and
     # leaves an existing <predictions> as it was.
-    output = JsonLinesOutput(predictions)
+    output = JsonLinesOutput(predictions, settings["inputs"])
     try:
         result = task.evaluate(model, manifest, on_row=output.write, **options)
     except BaseException:
@@ -134,6 +138,7 @@ def main(cfg: DictConfig) -> dict:
     interrupted = (f"interrupted: the predictions finished so far are in {partial}; "
                    f"{settings['predictions']} was not changed")
     with user_errors(debug=hydra_debug(), interrupted=interrupted), log_to_file(settings["output_dir"], "evaluate"):
+        write_config(settings["output_dir"], OmegaConf.to_yaml(cfg, resolve=True))
         return evaluate(cfg, settings)
 
 

@@ -10,7 +10,7 @@ See docs/configuration.md for the groups and docs/recipes.md for full recipes.
 A mistake in what it is given (a config value, a missing or empty manifest, unusable training or
 validation data) ends as one line `error: ...` on stderr and exit status 1, checked before any work
 where it can be; HYDRA_FULL_ERROR=1 shows the traceback. One run at a time writes into a run folder
-(a second one is refused); config.yaml (at the start) and results.json are replaced atomically, train.log
+(a second one is refused); config.yaml (before training starts) and results.json are replaced atomically, train.log
 collects the log, and a resumed run appends to csv/metrics.csv.
 """
 
@@ -23,15 +23,16 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from quartznet.common.errors import hydra_debug, user_errors
-from quartznet.common.outputs import atomic_write_json, atomic_write_text
-from quartznet.common.runs import RunLock, first_process, log_to_file
+from quartznet.common.errors import UserError, hydra_debug, user_errors
+from quartznet.common.outputs import WRITE_ERRNOS, atomic_write_json
+from quartznet.common.runs import RunLock, log_to_file, shared_run_folder, write_config
 from quartznet.tasks import task_of
 from quartznet.tasks.plots import plot_training_curves
 from quartznet.training.setup import (
     build_model,
     build_trainer,
     check_data_fits_model,
+    instantiate,
     load_best_weights,
     resume_path,
     validate_config,
@@ -61,26 +62,31 @@ def interrupted_message(cfg: DictConfig, trainer: pl.Trainer | None) -> str:
 def train(cfg: DictConfig, started: dict[str, pl.Trainer]) -> dict:
     validate_config(cfg)
     run_dir = Path(cfg.paths.run_dir)
-    # One run at a time in a folder; its log there too (the folder was checked by validate_config).
-    with RunLock(run_dir, "paths.run_dir"), log_to_file(run_dir, "train"):
+    # One run at a time in a folder, the same folder for every process it starts; its log there too
+    # (the folder was checked by validate_config).
+    with RunLock(run_dir, "paths.run_dir"), shared_run_folder(run_dir), log_to_file(run_dir, "train"):
         return run_training(run_dir, cfg, started)
 
 
 def run_training(run_dir: Path, cfg: DictConfig, started: dict[str, pl.Trainer]) -> dict:
-    if first_process():
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(cfg.seed, workers=True)
     model = build_model(cfg)
     log.info("model: %s, %s parameters", type(model).__name__, f"{model.num_weights:,}")
-    datamodule = hydra.utils.instantiate(cfg.data, labels=task_of(model).labels(model))
+    datamodule = instantiate(cfg.data, "data", labels=task_of(model).labels(model))
     check_data_fits_model(cfg, model, datamodule)
     trainer = started["trainer"] = build_trainer(cfg)
+    write_config(run_dir, OmegaConf.to_yaml(cfg, resolve=True))
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
     except SystemExit:
         if trainer.interrupted:  # Lightning shuts down on Ctrl-C, then exits 1; ours says where and exits 130
             raise KeyboardInterrupt from None
         raise
+    except OSError as error:  # Lightning's and the loggers' writes name no file: say where, and what next
+        if error.filename is not None or error.errno not in WRITE_ERRNOS:
+            raise
+        raise UserError(f"paths.run_dir={run_dir}: writing the run's checkpoints or logs failed "
+                        f"({error.strerror}); free some space, then continue with resume=last") from error
 
     load_best_weights(model, trainer)
     results = {}

@@ -44,7 +44,7 @@ from pathlib import Path
 from data_prep.common import PrepError, parse_args_with_debug, prep_errors, run_main
 from quartznet.common.cli import at_least
 from quartznet.common.outputs import check_writable, replaced_atomically
-from quartznet.data.manifest import manifest_rows, text_field
+from quartznet.data.manifest import manifest_rows, text_field, text_lines
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 WORD_SEPARATOR = "|"  # the token flashlight expects between words (see quartznet.decoding)
@@ -61,23 +61,11 @@ def read_sentences(paths: Sequence[str | Path]) -> Iterator[str]:
         if path.suffix == ".json":
             lines: Iterable[str] = (text_field(row, "text", where) for where, row in manifest_rows(path))
         else:
-            lines = text_lines(path)
+            lines = (line for _, line in text_lines(path))
         for line in lines:
             line = " ".join(line.lower().split())
             if line:
                 yield line
-
-
-def text_lines(path: Path) -> Iterator[str]:
-    """The lines of a UTF-8 text file (a byte-order mark accepted); a PrepError naming `file:line` for
-    bytes that are not UTF-8."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            try:
-                yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as error:
-                raise PrepError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x}); "
-                                "save the file as UTF-8") from None
 
 
 def sentence_units(sentence: str, unit: str) -> list[str]:

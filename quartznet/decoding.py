@@ -36,7 +36,7 @@ from quartznet.common.errors import InputError, MissingInputError, UserError, us
 from quartznet.common.metrics import ErrorCounts, utterance_errors
 from quartznet.common.outputs import atomic_write_text, check_writable, replaced_atomically
 from quartznet.data.datasets import collate_asr
-from quartznet.data.manifest import manifest_rows, text_field
+from quartznet.data.manifest import manifest_rows, text_field, text_lines
 from quartznet.models import CTCModel
 from quartznet.network.heads import LABELS
 from quartznet.tasks import load_transcriber
@@ -105,46 +105,55 @@ def read_words(path: str | Path) -> list[str]:
     if path.suffix == ".json":
         return [word for where, row in manifest_rows(path) for word in text_field(row, "text", where).lower().split()]
     words: list[str] = []
-    with path.open(encoding="utf-8") as handle:
-        first = handle.readline()
-        if first.strip() == "\\data\\":
-            for line in handle:  # skip to the unigrams, stop at the next section
-                if line.strip() == "\\1-grams:":
-                    break
-            for line in handle:
-                fields = line.split()
-                if not fields or fields[0].startswith("\\"):
-                    break
-                if fields[1] not in ("<s>", "</s>", "<unk>"):
-                    words.append(fields[1])
-            return words
-        for line in itertools.chain([first], handle):
-            if line.strip():
-                words.append(line.split()[0])
+    lines = (line for _, line in text_lines(path))
+    first = next(lines, "")
+    if first.strip() == "\\data\\":
+        for line in lines:  # skip to the unigrams, stop at the next section
+            if line.strip() == "\\1-grams:":
+                break
+        for line in lines:
+            fields = line.split()
+            if not fields or fields[0].startswith("\\"):
+                break
+            if fields[1] not in ("<s>", "</s>", "<unk>"):
+                words.append(fields[1])
+        return words
+    for line in itertools.chain([first], lines):
+        if line.strip():
+            words.append(line.split()[0])
     return words
 
 
-def _read_spellings(path: str | Path) -> dict[str, str]:
-    """word -> its spelling as text, from a flashlight lexicon."""
-    spellings = {}
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            parts = line.split()
-            if len(parts) < 2:
-                raise InputError(f"{path}:{number}: expected 'word<TAB>c h a r s |', got {line.strip()!r}")
-            spellings.setdefault(parts[0], "".join(t for t in parts[1:] if t != WORD_SEPARATOR))
+def read_spellings(path: str | Path, tokens: Sequence[str]) -> dict[str, str]:
+    """word -> its spelling as text, from a flashlight lexicon whose spellings use only `tokens` (the
+    decoder's); an InputError naming `file:line` otherwise, before the decoder reads the file."""
+    spellings, known = {}, set(tokens)
+    for where, line in text_lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 2:
+            raise InputError(f"{where}: expected 'word<TAB>c h a r s |', got {line.strip()!r}")
+        unknown = [token for token in parts[1:] if token not in known]
+        if unknown:
+            raise InputError(f"{where}: the spelling of {parts[0]!r} uses {unknown}, which the model's labels "
+                             "lack; build the lexicon from this model (python -m quartznet.decoding lexicon --model)")
+        spellings.setdefault(parts[0], "".join(t for t in parts[1:] if t != WORD_SEPARATOR))
     return spellings
 
 
-KENLM_BINARY_MAGIC = b"mmap lm http://kheafield.com/code"  # how KenLM's binary files begin
+# How the files KenLM reads begin: its binary format, and compressed ARPA (gzip, bzip2, xz).
+LM_MAGICS = (b"mmap lm http://kheafield.com/code", b"\x1f\x8b", b"BZh", b"\xfd7zXZ")
+KENLM_BINARY_MAGIC = LM_MAGICS[0]
 
 
 def check_language_model(path: str | Path) -> None:
-    """An InputError unless `path` begins like an ARPA file (`\\data\\` after blank lines) or a KenLM
-    binary; said before KenLM itself reads it (its own errors come after a progress bar on stderr)."""
+    """An InputError unless `path` looks like a file KenLM reads: a KenLM binary, a compressed file, or
+    text with a `\\data\\` line in its first 4 KB (comments and blank lines may come first); said before
+    KenLM itself reads it (its own errors come after a progress bar on stderr)."""
     with open(path, "rb") as handle:
         head = handle.read(4096)
-    if head.startswith(KENLM_BINARY_MAGIC) or head.lstrip().startswith(b"\\data\\"):
+    if head.startswith(LM_MAGICS) or b"\\data\\" in (line.strip() for line in head.splitlines()):
         return
     raise InputError(f"{path}: not a language model (an ARPA file begins with \\data\\, a KenLM binary with "
                      f"{KENLM_BINARY_MAGIC.decode()!r}); python -m data_prep.build_lm writes one")
@@ -176,7 +185,7 @@ class BeamSearchDecoder:
         self.tokens = decoder_tokens(vocabulary, blank_id)
         # lexicon mode reports whole lexicon words (the token path may end inside a word); they are
         # written as the model spells them, which differs from the LM's word form for upper-case LMs
-        self._spellings = _read_spellings(lexicon_path) if lexicon_path is not None else None
+        self._spellings = read_spellings(lexicon_path, self.tokens) if lexicon_path is not None else None
         with tempfile.TemporaryDirectory() as folder:
             lm_dict = None
             if lexicon_path is None and lm_path is not None:
@@ -192,12 +201,13 @@ class BeamSearchDecoder:
                     beam_size=beam_size, beam_threshold=beam_threshold, lm_weight=lm_weight, word_score=word_score,
                     blank_token=BLANK_TOKEN, sil_token=WORD_SEPARATOR, unk_word=UNKNOWN_WORD,
                 )
-            except RuntimeError as error:  # KenLM's (or flashlight's) loader: the file, not the program
+            except (RuntimeError, ValueError) as error:  # KenLM's or flashlight's loader: the files, not the program
                 reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-                if lm_path is not None:
-                    raise InputError(f"{lm_path}: not a language model KenLM can read ({reason}); give an ARPA or "
-                                     "KenLM binary file (python -m data_prep.build_lm writes one)") from error
-                raise InputError(f"{lexicon_path}: the decoder cannot read this lexicon ({reason})") from error
+                given = {"language model": lm_path, "lexicon": lexicon_path}
+                given = {kind: path for kind, path in given.items() if path is not None}
+                raise InputError(f"{' and '.join(map(str, given.values()))}: the decoder cannot read this "
+                                 f"{' and '.join(given)} ({reason}); an LM comes from python -m data_prep.build_lm, "
+                                 "a lexicon from python -m quartznet.decoding lexicon") from error
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """Best transcript per utterance of log_probs (B, T, V+1) with valid lengths (B,)."""

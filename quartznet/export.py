@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     with user_errors(args.debug, interrupted=interrupted):
         if args.out_dir.exists() and not args.out_dir.is_dir():
             raise UserError(f"{args.out_dir}: is a file; give a folder for the .onnx files")
-        # Before loading anything: the folder must take new files (created if its parent exists).
+        # Before loading anything: the folder must take new files (created with its parents if missing).
         for variant in variants:  # never the model itself
             check_writable(args.out_dir / f"{args.model.stem}.{variant}.onnx", [args.model])
 

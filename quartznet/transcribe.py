@@ -319,8 +319,10 @@ def _run(args: argparse.Namespace, state: dict[str, Any]) -> int:
         if value is not None and not Path(value).is_file():
             raise UserError(f"{option} {value}: file not found (an LM: python -m data_prep.build_lm; "
                             "a lexicon: python -m quartznet.decoding lexicon)")
-    if args.output:  # never one of the inputs: the model, a manifest, an audio file, the LM or lexicon
-        check_writable(args.output, [args.model, *args.inputs, *(item.path for item in items), args.lm, args.lexicon])
+    # An output is never one of the inputs: the model, a manifest, an audio file, the LM or lexicon.
+    inputs = [args.model, *args.inputs, *(item.path for item in items), args.lm, args.lexicon]
+    if args.output:
+        check_writable(args.output, inputs)
 
     from quartznet.tasks import (
         load_transcriber,  # here, so `--help` does not pay for importing Lightning
@@ -351,7 +353,7 @@ def _run(args: argparse.Namespace, state: dict[str, Any]) -> int:
                                chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
                                progress=True, errors=errors, decode=decode)
     written = 0
-    output = JsonLinesOutput(args.output) if args.output else None
+    output = JsonLinesOutput(args.output, inputs) if args.output else None
     state["where"] = str(output.partial) if output is not None else "stdout (printed above)"
     try:
         for row in rows:

@@ -449,6 +449,10 @@ def test_audio_shorter_than_one_frame_gives_an_empty_transcript(files, capsys, t
     check(code, err, 0, "transcribed 7 of 7 inputs (0 skipped)")
     rows = {row["audio_filepath"]: row["text"] for row in _rows(out)}
     assert rows[str(tiny[1])] == rows[str(tiny[159])] == "" and set(good_audio(files)) <= set(rows)
+    code, _, err = call(main, [str(files["good"]), str(tiny[100]), good_audio(files)[0], "--beam-size", "4",
+                               "--output", str(out), "--device", "cpu"], capsys)  # and with beam search
+    check(code, err, 0, "transcribed 2 of 2 inputs (0 skipped)")
+    assert _rows(out)[0] == {"audio_filepath": str(tiny[100]), "text": ""}
 
 
 def _manifest_rows(path: Path, rows: list, encoding: str = "utf-8", prefix: bytes = b"") -> Path:

@@ -1,8 +1,10 @@
 """Hostile `.nemo` files: each bomb ends in one line naming what was refused, in bounded time and memory.
 
-The archives are built here from the tiny CTC model: an unused 1 GiB member (gzip, a few KB on disk),
-a weights member that claims 3 GiB, more entries than any .nemo holds, a YAML alias bomb (a million
-values once expanded, 400 bytes), and a config asking for 60,000 filters where the weights have 16.
+The archives are built here from the tiny CTC model: an unused 1 GiB member (gzip, 1 MB on disk) and
+one of 5 GiB (5 MB), GNU long-name and pax headers that claim 1.9 GiB, a bzip2 archive, a weights
+member that claims 3 GiB, more entries than any .nemo holds, a YAML alias bomb (a million values once
+expanded, 400 bytes), and a config asking for 60,000 filters where the weights have 16 (loaded, and
+fine-tuned from with its own config).
 One subprocess loads them all, each under a cap on its address space (what it had after the imports,
 plus 2 GiB) and with its peak resident memory reset before it; it reports the time, the peak, what the
 load added to the process's memory, and the message of each, so the tests can hold them to the limits:
@@ -12,6 +14,7 @@ member would add 1 GiB).
 
 from __future__ import annotations
 
+import bz2
 import copy
 import gzip
 import io
@@ -34,8 +37,19 @@ GROWTH_BYTES = 256 << 20  # what loading may add to the process's resident memor
 
 LOADER = r"""
 import json, os, resource, sys, time
+from omegaconf import OmegaConf
 from quartznet.common.errors import UserError
 from quartznet.tasks import load_model
+from quartznet.training.setup import build_model
+
+
+def load(path):
+    if not path.startswith("init:"):
+        return load_model(path)
+    # train.py fine-tuning from the checkpoint's own architecture
+    return build_model(OmegaConf.create({"model": {"_target_": "quartznet.models.CTCModel"},
+                                         "init_from": {"path": path[5:], "use_checkpoint_config": True}}))
+
 
 budget = int(sys.argv[1])
 results = {}
@@ -48,7 +62,7 @@ for path in sys.argv[2:]:
     before = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
     start = time.perf_counter()
     try:
-        load_model(path)
+        load(path)
         message = None
     except UserError as error:
         message = str(error)
@@ -57,7 +71,7 @@ for path in sys.argv[2:]:
     seconds = time.perf_counter() - start
     status = open("/proc/self/status").read()
     peak = int(status.split("VmHWM:")[1].split()[0]) * 1024
-    results[os.path.basename(path)] = {"seconds": seconds, "peak": peak, "growth": peak - before, "message": message}
+    results[path] = {"seconds": seconds, "peak": peak, "growth": peak - before, "message": message}
 print(json.dumps(results))
 """
 
@@ -83,15 +97,26 @@ def bombs(tmp_path_factory) -> dict[str, Path]:
     config_bytes, weights_bytes = yaml.safe_dump(config).encode(), buffer.getvalue()
     paths = {}
 
-    # 1 GiB of zeros before the real members, gzip'd as 1,024 concatenated gzip members of 1 MiB each
-    # (gzip readers join them): a few KB on disk, 1 GiB for a reader that extracts everything.
-    padding = tarfile.TarInfo("./padding.bin")
-    padding.size = 1 << 30
+    # Zeros before the real members, gzip'd as concatenated gzip members of 1 MiB each (gzip readers join
+    # them): 1 KB on disk per MiB. 1 GiB is passed over; 5 GiB (5 MB on disk) is more than a .nemo holds.
     mebibyte = gzip.compress(bytes(1 << 20), compresslevel=9)
     rest = _member(CONFIG_NAME, config_bytes) + _member(WEIGHTS_NAME, weights_bytes) + b"\0" * 2 * tarfile.RECORDSIZE
-    paths["unused"] = folder / "unused.nemo"
-    paths["unused"].write_bytes(gzip.compress(padding.tobuf(format=tarfile.GNU_FORMAT)) + mebibyte * 1024
+    for kind, mebibytes in (("unused", 1024), ("unused_5gib", 5 * 1024)):
+        padding = tarfile.TarInfo("./padding.bin")
+        padding.size = mebibytes << 20
+        paths[kind] = folder / f"{kind}.nemo"
+        paths[kind].write_bytes(gzip.compress(padding.tobuf(format=tarfile.GNU_FORMAT)) + mebibyte * mebibytes
                                 + gzip.compress(rest))
+
+    # Headers that tarfile reads whole: a GNU long name and a pax header, each claiming 1.9 GiB.
+    for kind, header_type in (("long_name", tarfile.GNUTYPE_LONGNAME), ("pax", tarfile.XHDTYPE)):
+        header = tarfile.TarInfo("././@LongLink")
+        header.type, header.size = header_type, 1900 << 20
+        paths[kind] = folder / f"{kind}.nemo"
+        paths[kind].write_bytes(header.tobuf(format=tarfile.GNU_FORMAT) + bytes(1 << 20))
+
+    paths["bzip2"] = folder / "bzip2.nemo"  # tarfile reads bzip2 and xz too; NeMo never wrote them
+    paths["bzip2"].write_bytes(bz2.compress((folder / "good.nemo").read_bytes()))
 
     # A weights member whose header claims 3 GiB (only the header is there).
     claim = tarfile.TarInfo(f"./{WEIGHTS_NAME}")
@@ -110,6 +135,7 @@ def bombs(tmp_path_factory) -> dict[str, Path]:
     wide = copy.deepcopy(config)
     wide["encoder"]["jasper"][1]["filters"] = 60_000  # a (60000, 60000, k) weight would be 14+ GB
     paths["filters"] = save_nemo(folder / "filters.nemo", wide, weights)
+    paths["init:filters"] = Path(f"init:{paths['filters']}")  # the same, for fine-tuning with its config
     return paths
 
 
@@ -121,25 +147,31 @@ def loaded(bombs) -> dict[str, dict]:
     return json.loads(done.stdout.splitlines()[-1])
 
 
+FILTERS = ("weight encoder.encoder.1.mconv.1.conv.weight has shape (16, 16, 1) in the checkpoint, but its config "
+           "(`encoder.jasper[1]`) asks for (60000, 16, 1)")
 EXPECTED = {
     "unused": None,  # loads: the unused member is passed over, never read into memory or onto disk
-    "huge_member": f"member ./{WEIGHTS_NAME} is 3.0 GiB, over the 2.0 GiB limit for {WEIGHTS_NAME}; refusing",
+    "unused_5gib": "more than 1.1 GiB of archive before its members were found",
+    "long_name": "an archive header or entry of 1.9 GiB to read at once",
+    "pax": "an archive header or entry of 1.9 GiB to read at once",
+    "bzip2": "not a readable .nemo/tar archive",
+    "huge_member": f"member ./{WEIGHTS_NAME} is 3.0 GiB, over the 1.0 GiB limit for {WEIGHTS_NAME}; refusing",
     "many_members": f"more than {MAX_MEMBERS} entries",
     "alias": f"{CONFIG_NAME} holds more than 100,000 values once its YAML aliases are expanded",
-    "filters": "weight encoder.encoder.1.mconv.1.conv.weight has shape (16, 16, 1) in the checkpoint, but its config "
-               "(`encoder.jasper[1]`) asks for (60000, 16, 1)",
+    "filters": FILTERS,
+    "init:filters": FILTERS,
 }
 
 
 @pytest.mark.parametrize("kind", EXPECTED)
 def test_a_hostile_archive_ends_in_one_line_in_bounded_time_and_memory(kind, bombs, loaded):
-    result = loaded[bombs[kind].name]
+    result = loaded[str(bombs[kind])]
     assert result["seconds"] < SECONDS and result["peak"] < PEAK_BYTES and result["growth"] < GROWTH_BYTES, result
     if EXPECTED[kind] is None:
         assert result["message"] is None, result
     else:
         assert result["message"] is not None and EXPECTED[kind] in result["message"], result
-        assert result["message"].startswith(str(bombs[kind])) and "\n" not in result["message"]
+        assert result["message"].startswith(str(bombs[kind]).removeprefix("init:")) and "\n" not in result["message"]
 
 
 def test_the_command_line_says_the_refusal_in_one_line(bombs, capsys, tmp_path):

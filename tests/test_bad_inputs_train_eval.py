@@ -250,13 +250,23 @@ def train_args(data, run_dir: Path, train=None, validation=None, **overrides) ->
     ({"callbacks.model_checkpoint.monitor": "val_wre"}, ["callbacks.model_checkpoint.monitor='val_wre'", "'val_wer'"]),
     ({"+change_vocabulary": "[ab,c]"}, ["change_vocabulary", "single characters", "'ab'"]),
     ({"save_nemo": "GOOD"}, ["good.json: is an input of this command"]),
+    ({"save_nemo": "RUN/config.yaml"}, ["save_nemo", "config.yaml", "are the same file"]),
+    ({"+init_from.path": "RUN/checkpoints/last.ckpt"}, ["init_from.path=", "where this run writes its checkpoints"]),
+    ({"data.task": "speaker_id"}, ["data.task", "speaker_id"]),
+    ({"trainer.accelerator": "banana"}, ["trainer:", "accelerator='banana'"]),
+    ({"logger.csv._target_": "pytorch_lightning.loggers.NoSuchLogger"}, ["logger.csv:", "NoSuchLogger"]),
 ])
-def test_train_rejects_bad_config_before_building_anything(data, tmp_path, capfd, overrides, names):
+def test_train_rejects_bad_config_before_training(data, tmp_path, capfd, overrides, names):
+    run_dir = tmp_path / "run"
+    if "+init_from.path" in overrides:  # a checkpoint in the folder this run writes its own into
+        (run_dir / "checkpoints").mkdir(parents=True)
+        CTCModel(tiny_ctc_config()).save_to(run_dir / "checkpoints" / "last.ckpt")
     stand_ins = {"EMPTY": data["empty"], "MODEL": data["model"], "GOOD": data["good"]}
-    overrides = {key: stand_ins.get(value, value) if isinstance(value, str) else value for key, value in overrides.items()}
-    code, _, err = run_main("train", train_args(data, tmp_path / "run", **overrides), capfd)
+    overrides = {key: stand_ins.get(value, str(value).replace("RUN", str(run_dir))) for key, value in overrides.items()}
+    code, _, err = run_main("train", train_args(data, run_dir, **overrides), capfd)
     assert_user_error(code, err, *names)
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (run_dir / "config.yaml").exists() and not (run_dir / "csv").exists()
+    assert [path.name for path in (run_dir / "checkpoints").glob("*")] in ([], ["last.ckpt"])
 
 
 @pytest.mark.parametrize("manifest, names", [
@@ -444,14 +454,18 @@ def test_a_latin1_manifest_names_the_file_and_line(data, tmp_path, capfd):
 def test_rows_with_an_empty_reference_are_scored_not_skipped(data, tmp_path, capfd):
     good = [json.loads(line) for line in data["good"].read_text().splitlines()]
     with_empty = manifest(tmp_path / "empty_ref.json", good + [{**good[0], "text": ""}])
-    code, _, err = run_main("evaluate", evaluate_args(data, tmp_path / "eval", manifest=with_empty), capfd)
-    assert code == 0, err[-3000:]
-    results = json.loads((tmp_path / "eval" / "results.json").read_text())
-    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.json").read_text().splitlines()]
-    assert results["utterances"] == 5 and results["skipped"]["count"] == 0
-    assert results["reference_words"] == sum(len(row["text"].split()) for row in good)  # the denominator holds
-    empty = rows[-1]
-    assert empty["text"] == "" and results["insertions"] >= len(empty["pred_text"].split()) > 0
+    scored = {}
+    for name, rows in (("without", data["good"]), ("with", with_empty)):
+        code, _, err = run_main("evaluate", evaluate_args(data, tmp_path / name, manifest=rows), capfd)
+        assert code == 0, err[-3000:]
+        scored[name] = json.loads((tmp_path / name / "results.json").read_text())
+    empty = [json.loads(line) for line in (tmp_path / "with" / "predictions.json").read_text().splitlines()][-1]
+    assert empty["text"] == "" and empty["pred_text"]  # the untrained model says something there
+    assert scored["with"]["utterances"] == 5 and scored["with"]["skipped"]["count"] == 0
+    # Every word it says there is an insertion; the reference word count (the denominator) is unchanged.
+    assert scored["with"]["insertions"] - scored["without"]["insertions"] == len(empty["pred_text"].split())
+    assert scored["with"]["reference_words"] == scored["without"]["reference_words"]
+    assert scored["with"]["wer"] > scored["without"]["wer"]
 
 
 def test_a_second_run_into_a_busy_run_folder_is_refused(data, tmp_path, capfd):
@@ -476,14 +490,15 @@ def test_a_second_run_into_a_busy_run_folder_is_refused(data, tmp_path, capfd):
 
 
 @pytest.mark.parametrize("environment, label", [
-    ({}, ""), ({"RANK": "0", "LOCAL_RANK": "0"}, ""), ({"RANK": "9", "LOCAL_RANK": "1"}, "rank9"),  # torchrun
-    ({"SLURM_PROCID": "2"}, "rank2"), ({"SLURM_PROCID": "0", "RANK": "8"}, "rank8"),  # srun, torchrun under srun
-    ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, "node1.local0"), ({"LOCAL_RANK": "1"}, "node0.local1"),  # Lightning's
+    ({}, ""), ({"RANK": "0", "LOCAL_RANK": "0"}, ""), ({"RANK": "9", "LOCAL_RANK": "1"}, "rank9.local1"),  # torchrun
+    ({"SLURM_PROCID": "2"}, "task2"), ({"RANK": "8", "SLURM_PROCID": "0"}, "rank8.task0"),  # srun, torchrun in srun
+    ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, "node1.local0"), ({"LOCAL_RANK": "1"}, "local1"),  # Lightning's
+    ({"SLURM_PROCID": "0", "LOCAL_RANK": "1"}, "task0.local1"),  # Lightning's launcher inside `srun --pty bash`
 ])
 def test_only_the_launchs_first_process_takes_the_run_lock(environment, label, tmp_path, monkeypatch):
-    from quartznet.common.runs import GLOBAL_RANK_VARIABLES, NODE_RANK_VARIABLES, RunLock, launch_label, log_to_file
+    from quartznet.common.runs import RANK_VARIABLES, RunLock, launch_label, log_to_file
 
-    for name in (*GLOBAL_RANK_VARIABLES, *NODE_RANK_VARIABLES):
+    for name in RANK_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)

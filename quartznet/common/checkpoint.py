@@ -15,6 +15,7 @@ config) and `./model_weights.ckpt` (a `torch.save`d state dict). Reading never u
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
@@ -81,55 +82,91 @@ def checked_member_path(archive: Path, member: tarfile.TarInfo) -> PurePosixPath
 
 
 # What reading a .nemo may cost. NeMo's QuartzNet 15x5 has a 76 MB weights member and a 6 KB config.
-MEMBER_LIMITS = {CONFIG_NAME: 4 << 20, WEIGHTS_NAME: 2 << 30}  # bytes
+MEMBER_LIMITS = {CONFIG_NAME: 4 << 20, WEIGHTS_NAME: 1 << 30}  # bytes
 MAX_MEMBERS = 10_000  # archive entries looked at before the archive is refused
+# Bytes of the (decompressed) tar stream read or passed over: what the two members may hold, and 64 MiB
+# for headers and small members beside them. Bounds the time a gzip stream takes to reach the members.
+MAX_ARCHIVE_BYTES = sum(MEMBER_LIMITS.values()) + (64 << 20)
+MAX_READ = 16 << 20  # one read of the stream: member data comes in 1 MiB pieces, headers in 512 bytes
 MAX_CONFIG_VALUES = 100_000  # config values once YAML aliases are expanded (QuartzNet 15x5: ~500)
+GZIP_MAGIC = b"\x1f\x8b"  # NeMo writes plain tars, and gzip'd ones before 2022; nothing else
 
 
 def _size(size: int) -> str:
     return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
 
 
+class BoundedStream:
+    """The tar stream as tarfile reads it, refusing to go past MAX_ARCHIVE_BYTES or to read more than
+    MAX_READ at once: tarfile reads a pax or GNU long-name header whole, whatever size it claims."""
+
+    def __init__(self, stream: Any, archive: Path):
+        self.stream, self.archive = stream, archive
+
+    def _refuse(self, what: str) -> CheckpointError:
+        return CheckpointError(f"{self.archive}: {what}; refusing it (a .nemo holds a config and its weights)")
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > MAX_READ:
+            raise self._refuse(f"an archive header or entry of {_size(max(size, MAX_READ + 1))} to read at once")
+        if self.stream.tell() + size > MAX_ARCHIVE_BYTES:
+            raise self._refuse(f"more than {_size(MAX_ARCHIVE_BYTES)} of archive before its members were found")
+        return self.stream.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self.stream.tell() + offset if whence == io.SEEK_CUR else None
+        if target is None or target > MAX_ARCHIVE_BYTES:
+            raise self._refuse(f"more than {_size(MAX_ARCHIVE_BYTES)} of archive before its members were found")
+        return self.stream.seek(target)
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+
 def read_needed_members(archive: Path, folder: Path) -> dict[str, Path]:
     """Stream the config and weights members of `archive` into `folder` -> {member name: file}.
 
-    Each member is checked (checked_member_path) and held to MEMBER_LIMITS before a byte of it is read;
-    reading stops once both are found. A CheckpointError (UnsafeArchiveError) names the member refused.
+    Each member read is checked (checked_member_path) and held to MEMBER_LIMITS before a byte of it is
+    read; reading stops once both are found, and the stream is a BoundedStream. A CheckpointError
+    (UnsafeArchiveError) names the member or what was refused.
     """
-    try:
-        tar = tarfile.open(archive, mode="r:*")
-    except (*DAMAGED_ARCHIVE_ERRORS, OSError) as error:
-        raise CheckpointError(
-            f"{archive}: not a readable .nemo/tar archive ({error}); is this the checkpoint file?"
-        ) from error
     found: dict[str, Path] = {}
-    with tar:
-        try:
-            for count, member in enumerate(tar, start=1):
-                if count > MAX_MEMBERS:
-                    raise CheckpointError(
-                        f"{archive}: more than {MAX_MEMBERS} entries before {' and '.join(MEMBER_LIMITS)} were "
-                        "found; refusing it (a .nemo holds a few)"
-                    )
-                relative = checked_member_path(archive, member)
-                if relative is None or relative.name not in MEMBER_LIMITS or relative.name in found:
-                    continue
-                limit = MEMBER_LIMITS[relative.name]
-                if member.size > limit:
-                    raise CheckpointError(
-                        f"{archive}: member {member.name} is {_size(member.size)}, over the {_size(limit)} limit for "
-                        f"{relative.name}; refusing to read it"
-                    )
-                target = folder / relative.name
-                with tar.extractfile(member) as source, open(target, "wb") as sink:
-                    shutil.copyfileobj(source, sink, 1 << 20)
-                found[relative.name] = target
-                if len(found) == len(MEMBER_LIMITS):
-                    break
-        except DAMAGED_ARCHIVE_ERRORS as error:
-            raise CheckpointError(
-                f"{archive}: truncated or damaged archive ({error}); copy or download it again"
-            ) from error
+    try:
+        with open(archive, "rb") as raw:
+            compressed = raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+            raw.seek(0)
+            with (
+                gzip.GzipFile(fileobj=raw, mode="rb") if compressed else contextlib.nullcontext(raw) as stream,
+                tarfile.open(fileobj=BoundedStream(stream, archive), mode="r:") as tar,
+            ):
+                for count, member in enumerate(tar, start=1):
+                    if count > MAX_MEMBERS:
+                        raise CheckpointError(
+                            f"{archive}: more than {MAX_MEMBERS} entries before {' and '.join(MEMBER_LIMITS)} were "
+                            "found; refusing it (a .nemo holds a few)"
+                        )
+                    relative = checked_member_path(archive, member)
+                    if relative is None or relative.name not in MEMBER_LIMITS or relative.name in found:
+                        continue
+                    limit = MEMBER_LIMITS[relative.name]
+                    if member.size > limit:
+                        raise CheckpointError(
+                            f"{archive}: member {member.name} is {_size(member.size)}, over the {_size(limit)} limit "
+                            f"for {relative.name}; refusing to read it"
+                        )
+                    target = folder / relative.name
+                    with tar.extractfile(member) as source, open(target, "wb") as sink:
+                        shutil.copyfileobj(source, sink, 1 << 20)
+                    found[relative.name] = target
+                    if len(found) == len(MEMBER_LIMITS):
+                        break
+    except (*DAMAGED_ARCHIVE_ERRORS, OSError) as error:
+        if isinstance(error, OSError) and not isinstance(error, gzip.BadGzipFile) and error.filename is not None:
+            raise
+        raise CheckpointError(
+            f"{archive}: not a readable .nemo/tar archive, or truncated or damaged ({error}); is this the checkpoint "
+            "file? (copy or download it again)"
+        ) from error
     return found
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import tempfile
@@ -121,6 +122,14 @@ def replaced_atomically(path: PathLike) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+def remove_temporaries(path: PathLike) -> None:
+    """Delete what replaced_atomically left beside `path` when a process writing it was killed; only for
+    an output that no other process is writing at the same time (a rerun of a resumable job)."""
+    path = Path(path)
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: PathLike, text: str) -> Path:
     """Write `text` (UTF-8) to `path` all at once (replaced_atomically)."""
     with replaced_atomically(path) as temporary:
@@ -140,9 +149,11 @@ class JsonLinesOutput:
     `path` must not be (check_writable).
     """
 
-    def __init__(self, path: PathLike, inputs: Iterable[PathLike] = ()):
+    def __init__(self, path: PathLike, inputs: Iterable[PathLike | None] = ()):
+        inputs = list(inputs)
         self.path = check_writable(path, inputs)
         self.partial = self.path.with_name(self.path.name + ".partial")
+        check_not_an_input(self.partial, inputs)
         self.rows = 0
         self._complete = 0  # bytes of complete rows in the partial file
         self._handle = open(self.partial, "wb", buffering=0)  # unbuffered: a row is on disk when write returns

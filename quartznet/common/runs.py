@@ -1,15 +1,17 @@
-"""What a job owns in its output folder: a lock that keeps a second run out, and the log file.
+"""What a job owns in its output folder: a lock that keeps a second run out, its config and its log.
 
 A folder written by two training runs at once ends with neither's model (their checkpoints, CSV logs
 and results mix), so train.py holds `RunLock(run_dir)` while it works: a second run into the same
-folder stops at once with one line naming the folder and the run that holds it. The lock is an
-advisory `flock` on `<run_dir>/.lock`, which the kernel releases when the process ends however it
-ends (a crash, `kill -9`), so `resume=last` after a killed run is never refused. Only the launch's
-first process takes it: under DDP every rank runs train.py, and all of them work in one folder.
+folder stops at once with one line naming the folder and the run that holds it. The lock is a POSIX
+record lock (`lockf`) on `<run_dir>/.lock`: the kernel releases it when the holding process ends,
+however it ends (a crash, `kill -9`), and forked DataLoader workers do not inherit it, so `resume=last`
+after a killed run is never refused; NFS (through its lock manager) and Lustre mounted with `flock`
+carry it across machines. Only the launch's first process takes it: under DDP every rank runs train.py,
+and all of them work in one folder.
 
-Hydra writes nothing into the folder (conf/hydra/job_logging/console.yaml): `log_to_file` adds the
-file handler once the folder was checked, one file per process (`train.log`, `train.rank3.log`, ...),
-for as long as the job runs.
+Hydra writes nothing into the folder (conf/hydra/job_logging/console.yaml): the scripts write
+`config.yaml` (with the command line) and add a log file once the folder was checked, one log per
+process (`train.log`, `train.rank3.local1.log`, ...), for as long as the job runs.
 """
 
 from __future__ import annotations
@@ -18,39 +20,41 @@ import contextlib
 import fcntl
 import logging
 import os
+import shlex
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 from quartznet.common.errors import UserError
+from quartznet.common.outputs import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
+CONFIG_NAME = "config.yaml"
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's, as on the console
-# What launchers set in every process they start: a rank across the whole launch (torchrun's RANK,
-# SLURM srun's SLURM_PROCID), or the node and the process on it (Lightning's own DDP launcher).
-GLOBAL_RANK_VARIABLES = ("RANK", "SLURM_PROCID")
-NODE_RANK_VARIABLES = ("NODE_RANK", "LOCAL_RANK")
-
-
-def _environment_rank(name: str) -> int | None:
-    value = os.environ.get(name, "")
-    return int(value) if value.isdigit() else None
+# What launchers set in every process they start, and the label each gives a process: torchrun's rank
+# across the launch (RANK), SLURM srun's task (SLURM_PROCID), Lightning's own DDP launcher's node and
+# process on it (NODE_RANK, LOCAL_RANK). A child of Lightning's launcher inside an srun allocation
+# inherits SLURM_PROCID=0, so every variable present counts.
+RANK_VARIABLES = {"RANK": "rank", "SLURM_PROCID": "task", "NODE_RANK": "node", "LOCAL_RANK": "local"}
+# The run folder the first process resolved (`${now}` in paths.run_dir gives a child another second):
+# conf/paths/default.yaml reads it, so the processes Lightning starts work in the same folder.
+RUN_DIR_VARIABLE = "QUARTZNET_RUN_DIR"
 
 
 def launch_label() -> str:
     """"" in the launch's first process (or when nothing was launched), else a name for this process that
-    no other process of the launch has: `rank<N>`, or `node<N>.local<M>` under Lightning's own launcher.
-    Read from the launchers' environment, before any process group exists."""
-    for name in GLOBAL_RANK_VARIABLES:
-        rank = _environment_rank(name)
-        if rank is not None:
-            return f"rank{rank}" if rank else ""
-    node, local = (_environment_rank(name) or 0 for name in NODE_RANK_VARIABLES)
-    return f"node{node}.local{local}" if node or local else ""
+    no other process of the launch has (`rank9.local1`, `task0.local1`, `node1.local0`). Read from the
+    launchers' environment, before any process group exists."""
+    present = {label: int(os.environ[name]) for name, label in RANK_VARIABLES.items()
+               if os.environ.get(name, "").isdigit()}
+    if not any(present.values()):
+        return ""
+    return ".".join(f"{label}{rank}" for label, rank in present.items())
 
 
 def first_process() -> bool:
@@ -58,10 +62,25 @@ def first_process() -> bool:
     return launch_label() == ""
 
 
+@contextlib.contextmanager
+def shared_run_folder(folder: str | os.PathLike) -> Iterator[None]:
+    """While the block runs, the processes this one starts resolve paths.run_dir to `folder`."""
+    before = os.environ.get(RUN_DIR_VARIABLE)
+    os.environ[RUN_DIR_VARIABLE] = str(Path(folder).absolute())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(RUN_DIR_VARIABLE, None)
+        else:
+            os.environ[RUN_DIR_VARIABLE] = before
+
+
 class RunLock:
-    """Holds `<folder>/.lock` (an exclusive flock) from `__enter__` to `__exit__` in the launch's first
-    process; a UserError naming `key`, the folder and the holder when another run holds it. On a file
-    system without locks (some network mounts) it warns and goes on unlocked."""
+    """Holds a lock on `<folder>/.lock` from `__enter__` to `__exit__` in the launch's first process; a
+    UserError naming `key`, the folder and the holder when another run holds it. On a file system without
+    locks it warns and goes on unlocked; some mounts (NFS with `nolock`, Lustre with `localflock`) grant
+    it on every machine, which keeps out only a second run on the same machine."""
 
     def __init__(self, folder: str | os.PathLike, key: str):
         self.folder, self.key = Path(folder), key
@@ -70,11 +89,12 @@ class RunLock:
     def __enter__(self) -> RunLock:
         if not first_process():
             return self
-        path = self.folder / LOCK_NAME
-        handle = open(path, "a+", encoding="utf-8")
+        # One handle for the whole hold: closing any other handle of this process to the file would
+        # release a POSIX lock.
+        handle = open(self.folder / LOCK_NAME, "a+", encoding="utf-8")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):  # held elsewhere (EAGAIN or EACCES, by system)
             handle.seek(0)
             holder = handle.read().strip() or "a process that has not said who it is"
             handle.close()
@@ -98,18 +118,33 @@ class RunLock:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            fcntl.lockf(self._handle, fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
+
+
+def write_config(folder: str | os.PathLike, config_yaml: str) -> Path:
+    """`<folder>/config.yaml`: the command line that started the job (as a comment), then its resolved
+    config; written atomically by the launch's first process only."""
+    path = Path(folder) / CONFIG_NAME
+    if first_process():
+        command = " ".join(shlex.quote(argument) for argument in [Path(sys.argv[0]).name, *sys.argv[1:]])
+        atomic_write_text(path, f"# {command}\n{config_yaml}")
+    return path
+
+
+def log_name(name: str) -> str:
+    """This process's log file name for job `name`: `<name>.log`, `<name>.<launch label>.log` in the other
+    processes of a launch (no two of them share a file, on a shared file system either)."""
+    label = launch_label()
+    return f"{name}.{label}.log" if label else f"{name}.log"
 
 
 @contextlib.contextmanager
 def log_to_file(folder: str | os.PathLike, name: str) -> Iterator[Path]:
     """While the block runs, this process's log records (the root logger's, as on the console) go to
-    `<folder>/<name>.log` too, `<name>.<launch label>.log` in the other processes of a launch (no two of
-    them share a file, on a shared file system either); yields the file."""
-    label = launch_label()
-    path = Path(folder) / (f"{name}.{label}.log" if label else f"{name}.log")
+    `<folder>/<log_name(name)>` too; yields the file."""
+    path = Path(folder) / log_name(name)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quartznet.common.errors import UserError
+from quartznet.common.errors import InputError, MissingInputError, UserError
 from quartznet.common.outputs import replaced_atomically
 
 
@@ -61,38 +61,52 @@ def check_manifest_files(manifests: str | os.PathLike | Sequence[str | os.PathLi
     return paths
 
 
-def manifest_rows(manifest: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any]]]:
-    """("file:line", row) for every non-blank line of a JSON-lines manifest, read as UTF-8 (a byte-order
-    mark at the start, as Windows editors write it, is accepted). A line that is not UTF-8, not JSON
-    or not a JSON object is a ManifestError naming `file:line`; a missing file is a ManifestError too."""
-    manifest = Path(manifest)
+def text_lines(path: str | os.PathLike) -> Iterator[tuple[str, str]]:
+    """("file:line", line) for every line of a UTF-8 text file, read a line at a time (a byte-order mark
+    at the start, as Windows editors write it, is accepted). Bytes that are not UTF-8 are an InputError
+    naming `file:line` and the byte; a file that cannot be opened is a MissingInputError naming it."""
+    path = Path(path)
     try:
-        handle = open(manifest, "rb")
-    except FileNotFoundError:
-        raise ManifestError(f"{manifest}: manifest not found; check the path") from None
+        handle = open(path, "rb")
     except OSError as error:
-        raise ManifestError(f"{manifest}: cannot read the manifest ({error.strerror or error})") from None
+        raise MissingInputError(f"{path}: cannot read it ({error.strerror or error}); check the path") from None
     with handle:
         for number, raw in enumerate(handle, start=1):
-            where = f"{manifest}:{number}"
+            where = f"{path}:{number}"
             if number == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8):]
             try:
-                line = raw.decode("utf-8")
+                yield where, raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise ManifestError(
+                raise InputError(
                     f"{where}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
-                    "save the manifest as UTF-8"
+                    "save the file as UTF-8"
                 ) from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ManifestError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(row, dict):
-                raise ManifestError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            yield where, row
+
+
+def manifest_rows(manifest: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("file:line", row) for every non-blank line of a JSON-lines manifest (text_lines: UTF-8, a
+    byte-order mark accepted). A line that is not JSON or not a JSON object is a ManifestError naming
+    `file:line`; a missing manifest is a ManifestError too."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ManifestError(f"{manifest}: manifest not found; check the path")
+    for where, line in text_lines(manifest):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ManifestError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+        if not isinstance(row, dict):
+            raise ManifestError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        yield where, row
+
+
+def _shown(value: Any) -> str:
+    """A field's value as it is written in the manifest (NaN, null, "text"), cut to 40 characters."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def audio_path_field(row: Mapping[str, Any], where: str, manifest: Path) -> Path:
@@ -102,7 +116,7 @@ def audio_path_field(row: Mapping[str, Any], where: str, manifest: Path) -> Path
         raise ManifestError(f"{where}: missing field 'audio_filepath' (the audio file of this row)")
     if not isinstance(value, str) or not value.strip():
         raise ManifestError(f"{where}: field 'audio_filepath' must be a non-empty string (a file path), got "
-                            f"{json.dumps(value)}")
+                            f"{_shown(value)}")
     path = Path(value).expanduser()
     return path if path.is_absolute() else manifest.parent / path
 
@@ -117,14 +131,12 @@ def seconds_field(row: Mapping[str, Any], key: str, where: str, required: bool =
             raise ManifestError(f"{where}: missing field {key!r} (seconds of audio)")
         return None
     number: float | None = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
-        with contextlib.suppress(ValueError):
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError, OverflowError):  # "long"; an integer of 400 digits
             number = float(value)
     bound = "> 0" if positive else ">= 0"
     if number is None or not math.isfinite(number) or number < 0 or (positive and number == 0):
-        raise ManifestError(f"{where}: field {key!r} must be a finite number of seconds {bound}, got {json.dumps(value)}")
+        raise ManifestError(f"{where}: field {key!r} must be a finite number of seconds {bound}, got {_shown(value)}")
     return number
 
 
@@ -133,7 +145,7 @@ def text_field(row: Mapping[str, Any], key: str, where: str) -> str:
     if key not in row:
         raise ManifestError(f"{where}: missing field {key!r}")
     if not isinstance(row[key], str):
-        raise ManifestError(f"{where}: field {key!r} must be a string, got {json.dumps(row[key])}")
+        raise ManifestError(f"{where}: field {key!r} must be a string, got {_shown(row[key])}")
     return row[key]
 
 

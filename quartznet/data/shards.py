@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from quartznet.common.errors import ConfigError, InputError, MissingInputError
-from quartznet.common.outputs import atomic_write_text, check_not_an_input, replaced_atomically
+from quartznet.common.outputs import atomic_write_text, check_not_an_input, remove_temporaries, replaced_atomically
 from quartznet.data.audio import AudioError, load_audio
 from quartznet.data.datasets import (
     ASRBatch,
@@ -157,11 +157,10 @@ def write_shards(
                "shuffle": shuffle, "seed": seed, "min_duration": min_duration, "max_duration": max_duration}
     fingerprint = _fingerprint(entries, options)
     index_path = out_dir / INDEX_NAME
-    if index_path.is_file():
-        index = json.loads(index_path.read_text())
-        if index.get("fingerprint") == fingerprint and all((out_dir / s["name"]).is_file() for s in index["shards"]):
-            log.info("%s is up to date", index_path)
-            return index
+    index = _saved_json(index_path)
+    if index.get("fingerprint") == fingerprint and all((out_dir / s["name"]).is_file() for s in index["shards"]):
+        log.info("%s is up to date", index_path)
+        return index
 
     usable, skipped = _readable_entries(entries, progress)
     if not usable:
@@ -241,19 +240,27 @@ def _write_planned_shards(
     """Write every planned shard not already finished by an earlier run with the same fingerprint
     (tracked in the progress file after each shard); returns shard name -> its write record."""
     progress_path = out_dir / PROGRESS_NAME
-    done: dict[str, Any] = {}
-    if progress_path.is_file():
-        saved = json.loads(progress_path.read_text())
-        if saved.get("fingerprint") == fingerprint:
-            done = saved["done"]
+    saved = _saved_json(progress_path)
+    done: dict[str, Any] = saved["done"] if saved.get("fingerprint") == fingerprint else {}
     with tqdm(total=len(usable), desc=f"writing {len(plan)} shards", unit="utt", disable=not progress) as bar:
         for name, bucket_id, members in plan:
             path = out_dir / name
             if not (name in done and path.is_file() and path.stat().st_size == done[name]["bytes"]):
+                remove_temporaries(path)  # a killed earlier run's unfinished copy of this shard
                 done[name] = _write_shard(path, [usable[member] for member in members], field, bucket_id)
-                progress_path.write_text(json.dumps({"fingerprint": fingerprint, "done": done}))
+                atomic_write_text(progress_path, json.dumps({"fingerprint": fingerprint, "done": done}))
             bar.update(len(members))
     return done
+
+
+def _saved_json(path: Path) -> dict[str, Any]:
+    """A JSON object this writer saved earlier (index, progress), or {} when there is none or it cannot be
+    read: the work it describes is then done again."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -275,7 +282,7 @@ def _read_index(index: str | os.PathLike | Mapping[str, Any]) -> tuple[dict[str,
         path = path / INDEX_NAME
     if not path.is_file():
         raise MissingInputError(f"shard index not found: {path} (make_shards.py writes it next to the shards)")
-    data = json.loads(path.read_text())
+    data = _saved_json(path)
     if data.get("format") != INDEX_FORMAT:
         raise InputError(f"{path}: not a quartznet shard index (format {data.get('format')!r}, expected {INDEX_FORMAT!r})")
     return data, path.parent, str(path)

@@ -379,13 +379,22 @@ class QuartzNetModel(pl.LightningModule):
     def from_checkpoint_data(
         cls, config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], source: str | os.PathLike, strict: bool = True
     ) -> QuartzNetModel:
-        """The model `config` describes, with `state_dict` loaded (`source` names the file in errors).
+        """The model `config` describes, with `state_dict` loaded (`source` names the file in errors), once
+        `check_checkpoint_data` has passed them."""
+        cls.check_checkpoint_data(config, state_dict, source, strict)
+        model = cls(config)
+        model.load_state_dict(state_dict, strict=False)
+        return model
 
-        Refused, with a CheckpointError naming `source`, before the model is allocated: a config the model
+    @classmethod
+    def check_checkpoint_data(
+        cls, config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], source: str | os.PathLike, strict: bool = True
+    ) -> None:
+        """Refuse, with a CheckpointError naming `source`, before any model is allocated: a config the model
         cannot be built from, a weight whose shape differs from what the config asks for (the first such
         key, its config section and both shapes), a weight holding NaN or Inf (the first such tensor),
-        and, when `strict`, missing or unexpected keys. The config is first built on the meta device
-        (shapes only), so a config asking for a huge model costs nothing unless its weights are there."""
+        and, when `strict`, missing or unexpected keys. The config is built on the meta device (shapes
+        only), so a config asking for a huge model costs nothing unless its weights are there."""
         try:
             with torch.device("meta"):
                 skeleton = cls(config)
@@ -413,9 +422,6 @@ class QuartzNetModel(pl.LightningModule):
                 f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
             )
-        model = cls(config)
-        model.load_state_dict(state_dict, strict=False)
-        return model
 
     @classmethod
     def restore_from(

@@ -132,6 +132,22 @@ class StftPower(nn.Module):
         return spec.real.square() + spec.imag.square()
 
 
+# The largest front ends built (QuartzNet and MatchboxNet: a 512-point FFT, 64 mels): at most ~33 MB of
+# filterbank, whatever a config or checkpoint asks for.
+MAX_N_FFT, MAX_FEATURES = 1 << 14, 1024
+
+
+def check_front_end_size(where: str, win_length: int, hop_length: int, n_fft: int, features: dict[str, int]) -> None:
+    """A ConfigError naming the key when a front-end size is not a positive whole number or exceeds
+    MAX_N_FFT / MAX_FEATURES, or the window is longer than the FFT."""
+    for key, value in {"n_fft": n_fft, "window (samples)": win_length, "stride (samples)": hop_length, **features}.items():
+        limit = MAX_FEATURES if key in features else MAX_N_FFT
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
+            raise ConfigError(f"{where}: {key}={value!r} must be a whole number from 1 to {limit}")
+    if win_length > n_fft:
+        raise ConfigError(f"{where}: the window ({win_length} samples) is longer than n_fft={n_fft}")
+
+
 def slaney_filterbank(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int) -> torch.Tensor:
     """(n_freqs, n_mels) triangular mel filters, Slaney's scale and area normalisation (NeMo's librosa
     defaults). On the meta device (a model built for its shapes only, before a checkpoint's weights are
@@ -275,6 +291,7 @@ class AudioToMelSpectrogramPreprocessor(nn.Module):
         win_length = n_window_size or round(window_size * sample_rate)
         hop_length = n_window_stride or round(window_stride * sample_rate)
         n_fft = n_fft or 2 ** math.ceil(math.log2(win_length))
+        check_front_end_size("AudioToMelSpectrogramPreprocessor", win_length, hop_length, n_fft, {"features": features})
         self.sample_rate = sample_rate
         self.featurizer = FilterbankFeatures(
             sample_rate=sample_rate, win_length=win_length, hop_length=hop_length, n_fft=n_fft,
@@ -361,15 +378,18 @@ class AudioToMFCCPreprocessor(nn.Module):
             raise ConfigError("AudioToMFCCPreprocessor: log=false (dB scaling) is not supported; use log=true")
         win_length = n_window_size or round(window_size * sample_rate)
         self.hop_length = n_window_stride or round(window_stride * sample_rate)
+        n_fft = n_fft or 2 ** math.ceil(math.log2(win_length))
+        check_front_end_size("AudioToMFCCPreprocessor", win_length, self.hop_length, n_fft,
+                             {"n_mels": n_mels, "n_mfcc": n_mfcc})
         self.sample_rate = sample_rate
         # On the meta device (shapes only, see slaney_filterbank) the transform is made on the CPU: its
-        # filterbank check reads values. Its buffers are small (n_mels x n_fft / 2 and n_mels x n_mfcc).
+        # filterbank check reads values. Its buffers are small (check_front_end_size bounds them).
         on_meta = torch.get_default_device().type == "meta"
         with torch.device("cpu") if on_meta else contextlib.nullcontext():
             self.featurizer = torchaudio.transforms.MFCC(
                 sample_rate=sample_rate, n_mfcc=n_mfcc, dct_type=dct_type, norm=norm, log_mels=log,
                 melkwargs={
-                    "n_fft": n_fft or 2 ** math.ceil(math.log2(win_length)), "win_length": win_length,
+                    "n_fft": n_fft, "win_length": win_length,
                     "hop_length": self.hop_length, "n_mels": n_mels, "f_min": lowfreq,
                     "f_max": highfreq or sample_rate / 2, "window_fn": torch.hann_window,
                 },

@@ -13,12 +13,15 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from quartznet.common.checkpoint import load_checkpoint
 from quartznet.common.errors import ConfigError, MissingInputError, UserError, config_fraction, config_int
 from quartznet.common.hardware import AUTO, auto_precision
-from quartznet.common.outputs import check_writable
+from quartznet.common.outputs import check_distinct, check_writable
+from quartznet.common.runs import CONFIG_NAME, log_name
 from quartznet.data.manifest import check_manifest_files, manifest_paths
 from quartznet.models import QuartzNetModel
 from quartznet.tasks import TASKS, task_of
@@ -75,9 +78,20 @@ def validate_config(cfg: DictConfig) -> None:
                 for manifests in _manifest_list(select(key)) for path in manifest_paths(manifests)),
               init.get("path") if init else None, resume if resume != "last" else None]
     run_dir = Path(str(cfg.paths.run_dir))
-    check_writable(run_dir / "results.json", inputs)
+    outputs = {"paths.run_dir's results": run_dir / "results.json", "paths.run_dir's config": run_dir / CONFIG_NAME,
+               "paths.run_dir's log": run_dir / log_name("train")}
     if cfg.get("save_nemo"):
-        check_writable(cfg.save_nemo, inputs)
+        outputs["save_nemo"] = Path(str(cfg.save_nemo))
+    check_distinct(outputs)
+    for path in outputs.values():
+        check_writable(path, inputs)
+    if init and init.get("path"):  # a checkpoint this run would replace (its last.ckpt, say) is no place to start
+        for name, callback in (cfg.get("callbacks") or {}).items():
+            folder = (callback or {}).get("dirpath")
+            if folder and Path(str(init.path)).resolve().is_relative_to(Path(str(folder)).resolve()):
+                raise ConfigError(f"init_from.path={init.path} lies in {folder}, where this run writes its checkpoints "
+                                  f"(callbacks.{name}.dirpath) and would replace it; copy it elsewhere or give "
+                                  "another paths.run_dir")
 
 
 def check_resume_checkpoint(path: Path) -> None:
@@ -94,6 +108,9 @@ def check_resume_checkpoint(path: Path) -> None:
                           "<run_dir>/checkpoints); give one, or resume=last")
 
 
+METRIC_STAGES = ("train_", "val_", "test_")  # the prefixes of the metrics the models log
+
+
 def check_data_fits_model(cfg: DictConfig, model: QuartzNetModel, datamodule: Any) -> None:
     """What can only be checked once the model and data exist: the audio's sample rate is the model's,
     and every callback's `monitor` names a metric this model logs on these validation sets."""
@@ -105,12 +122,16 @@ def check_data_fits_model(cfg: DictConfig, model: QuartzNetModel, datamodule: An
             f"data.sample_rate={model_rate}, or make a model for {data_rate} Hz audio with "
             f"model.preprocessor.sample_rate={data_rate}"
         )
-    logged = model.logged_metrics(datamodule.val_names)
+    logged = [*model.logged_metrics(datamodule.val_names), "epoch", "step"]
     for name, callback in (cfg.get("callbacks") or {}).items():
         monitor = (callback or {}).get("monitor")
-        if monitor and monitor not in logged:
+        if not monitor or monitor in logged:
+            continue
+        if monitor.startswith(METRIC_STAGES):  # one of ours, misspelt
             raise ConfigError(f"callbacks.{name}.monitor={monitor!r} is not a metric this run logs; choose one of "
                               f"{logged}")
+        log.warning("callbacks.%s.monitor=%r is not among the metrics the model logs (%s); another callback must "
+                    "log it", name, monitor, ", ".join(logged))
 
 
 def model_class(model_cfg: DictConfig) -> type[QuartzNetModel]:
@@ -168,6 +189,7 @@ def build_model(cfg: DictConfig) -> QuartzNetModel:
         for section in TRAINING_SECTIONS:
             if cfg.model.get(section) is not None:
                 config[section] = OmegaConf.to_container(cfg.model[section], resolve=True)
+        cls.check_checkpoint_data(config, weights, init.path, strict=False)  # its config asks for its weights' shapes
         model = cls(config)
     else:
         model = cls(cfg.model)
@@ -199,21 +221,43 @@ def resume_path(cfg: DictConfig) -> str | None:
     return str(cfg.resume)  # checked by validate_config
 
 
-def instantiate_all(group: DictConfig | None) -> list[Any]:
-    return [hydra.utils.instantiate(item) for item in (group or {}).values() if item is not None and "_target_" in item]
+# What the constructors of Lightning's classes (trainer, callbacks, loggers) raise for arguments they
+# refuse, and what Hydra raises for a `_target_` it cannot import: a config section's mistakes.
+ARGUMENT_ERRORS = (ValueError, TypeError, ImportError, MisconfigurationException)
+
+
+def instantiate(config: DictConfig, key: str, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, with a mistake in the config section `key` as one line (Hydra wraps every
+    error in an InstantiationException, which would print a traceback): the UserError one of our classes
+    raised itself, or, for another project's class, the argument errors its constructor raised."""
+    try:
+        return hydra.utils.instantiate(config, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, UserError):
+            raise cause from error
+        ours = str(config.get("_target_", "")).startswith("quartznet.")
+        if not ours and (cause is None or isinstance(cause, ARGUMENT_ERRORS)):
+            raise ConfigError(f"{key}: {' '.join(str(cause or error).split())}") from error
+        raise
+
+
+def instantiate_all(group: DictConfig | None, key: str) -> list[Any]:
+    return [instantiate(item, f"{key}.{name}") for name, item in (group or {}).items()
+            if item is not None and "_target_" in item]
 
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
     """cfg.trainer with cfg.callbacks and cfg.logger, plus the callbacks every run needs."""
     fraction = cfg.get("max_skipped_fraction")
     skipped = SkippedItemsReport(max_skipped_fraction=1.0 if fraction is None else float(fraction))
-    callbacks = [*instantiate_all(cfg.get("callbacks")), skipped, StepSeeding(cfg.get("seed"))]
+    callbacks = [*instantiate_all(cfg.get("callbacks"), "callbacks"), skipped, StepSeeding(cfg.get("seed"))]
     trainer_cfg = cfg.trainer
     if str(trainer_cfg.get("precision")) == AUTO:
         precision, why = auto_precision(str(trainer_cfg.get("accelerator", AUTO)))
         log.info("trainer.precision=auto -> %s: %s", precision, why)
         trainer_cfg = OmegaConf.merge(trainer_cfg, {"precision": precision})
-    return hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=instantiate_all(cfg.get("logger")) or False)
+    return instantiate(trainer_cfg, "trainer", callbacks=callbacks, logger=instantiate_all(cfg.get("logger"), "logger") or False)
 
 
 def best_checkpoint(trainer: pl.Trainer) -> str | None:
