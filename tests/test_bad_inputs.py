@@ -602,3 +602,30 @@ def test_data_prep_reads_manifests_with_the_same_checks(files, capsys, tmp_path)
     code, _, err = call(build_lm.main, [str(latin1), "--out", str(tmp_path / "lm.arpa")], capsys)
     check(code, err, 1, "latin1.json:1", "not UTF-8")
     assert not (tmp_path / "lm.arpa").exists()
+
+
+def test_reader_inputs_that_are_not_what_they_claim_are_one_line(files, tmp_path):
+    """A shard index that is a manifest, a lexicon spelled with labels the model lacks, a word list that is
+    not UTF-8, a manifest duration of 400 digits: InputErrors naming the file (and line)."""
+    from quartznet.common.errors import InputError
+    from quartznet.data.manifest import ManifestError, seconds_field
+    from quartznet.data.shards import ShardDataset
+    from quartznet.decoding import BeamSearchDecoder, check_language_model, read_words
+
+    manifest = _manifest_rows(tmp_path / "m.json", [{"audio_filepath": good_audio(files)[0], "duration": 0.5, "text": "a"}])
+    with pytest.raises(InputError, match=r"m\.json: not a quartznet shard index"):
+        ShardDataset(None, list("ab "), 1, index=str(manifest))
+    lexicon = tmp_path / "lexicon.txt"
+    lexicon.write_text("hello\th e l l o |\nnaïve\tn a ï v e |\n", encoding="utf-8")
+    model = CTCModel.restore_from(files["good"])
+    with pytest.raises(InputError, match=r"lexicon\.txt:2: the spelling of 'naïve' uses \['ï'\]"):
+        BeamSearchDecoder(model.vocabulary, model.blank_id, lexicon_path=lexicon)
+    words = tmp_path / "words.txt"
+    words.write_bytes("caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"words\.txt:1: not UTF-8"):
+        read_words(words)
+    with pytest.raises(ManifestError, match=r"m:1: field 'duration' must be a finite number"):
+        seconds_field({"duration": 10**400}, "duration", "m:1")
+    commented = tmp_path / "commented.arpa"  # KenLM reads comment lines before \\data\\; so does the check
+    commented.write_text("# an n-gram model\n\n\\data\\\nngram 1=1\n")
+    check_language_model(commented)

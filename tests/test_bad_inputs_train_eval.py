@@ -151,6 +151,8 @@ def test_evaluate_scores_and_streams_predictions(data, tmp_path, capfd):
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["utterances"] == 4 and results["skipped"] == {"count": 0, "by_reason": {}}
     assert (tmp_path / "eval" / "evaluation_summary.png").stat().st_size > 1000
+    config = (tmp_path / "eval" / "config.yaml").read_text()  # how the results were made, in the folder
+    assert config.startswith("# evaluate.py checkpoint=") and f"\ncheckpoint: {data['model']}\n" in config
 
 
 def test_nothing_scored_is_an_error_and_keeps_the_old_results(data, tmp_path, capfd):
@@ -184,6 +186,7 @@ def test_duration_mismatch_and_duplicates_are_warned_and_the_whole_file_scored(d
     logged = out + err  # Hydra's console log handler writes to stdout
     assert "long.wav: manifest 0.50 s, file 1.50 s" in logged
     assert "1 rows repeat an earlier row" in logged and "kept and each is used" in logged
+    assert "1 rows repeat an earlier row" in (tmp_path / "eval" / "evaluate.log").read_text()  # kept with the results
     rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.json").read_text().splitlines()]
     assert len(rows) == 3 and rows[0]["duration"] == pytest.approx(1.5)  # duration is a hint: whole file
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
@@ -506,3 +509,27 @@ def test_only_the_launchs_first_process_takes_the_run_lock(environment, label, t
     with RunLock(tmp_path, "paths.run_dir"), log_to_file(tmp_path, "train") as log_file:
         assert (tmp_path / ".lock").exists() == (label == "")
         assert log_file.name == (f"train.{label}.log" if label else "train.log")
+
+
+class FullDisk(pl.Callback):
+    """The disk fills while Lightning or a logger writes (their OSErrors name no file)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_full_disk_during_training_is_one_line_saying_how_to_continue(data, tmp_path, capfd):
+    overrides = train_args(data, tmp_path / "run", **{"+callbacks.full._target_": f"{__name__}.FullDisk"})
+    code, _, err = run_main("train", overrides, capfd)
+    assert_user_error(code, err, f"paths.run_dir={tmp_path / 'run'}", "No space left on device", "resume=last")
+
+
+def test_a_checkpoint_may_monitor_the_step_or_another_callbacks_metric(data, tmp_path, capfd):
+    overrides = train_args(data, tmp_path / "run", **{"callbacks.model_checkpoint.monitor": "step",
+                                                      "callbacks.model_checkpoint.mode": "max"})
+    code, out, err = run_main("train", overrides, capfd)
+    assert code == 0, err[-3000:]
+    overrides = train_args(data, tmp_path / "run2", **{"callbacks.model_checkpoint.monitor": "my_metric",
+                                                       "callbacks.model_checkpoint.save_top_k": 0})
+    code, out, err = run_main("train", overrides, capfd)
+    assert code == 0 and "monitor='my_metric' is not among the metrics the model logs" in out + err, err[-3000:]

@@ -106,6 +106,10 @@ def test_unsupported_nemo_option_is_refused():
         AudioToMelSpectrogramPreprocessor(frame_splicing=3)
     with pytest.raises(ConfigError, match="no_such_key"):
         AudioToMelSpectrogramPreprocessor(no_such_key=1)
+    with pytest.raises(ConfigError, match="features=100000 must be a whole number from 1 to 1024"):
+        AudioToMelSpectrogramPreprocessor(features=100_000)  # a filterbank of GBs, refused before it is made
+    with pytest.raises(ConfigError, match="n_fft=1048576 must be a whole number from 1 to 16384"):
+        AudioToMFCCPreprocessor(n_fft=1 << 20)
     with pytest.raises(ConfigError, match="variant"):
         AudioToMelSpectrogramPreprocessor(variant="newest")
 

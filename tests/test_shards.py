@@ -260,13 +260,18 @@ def test_writing_is_deterministic_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(shards_module, "_audio_sample", original)
     finished = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "resumed").glob("shard-*.tar")}
     assert len(finished) == 2 and not (tmp_path / "resumed" / INDEX_NAME).exists()
+    leftover = tmp_path / "resumed" / ".shard-000002.tar.x1y2z3.tmp"  # what kill -9 in the third shard leaves
+    leftover.write_bytes(b"half a shard")
 
     resumed = write_shards(manifest, tmp_path / "resumed", shard_size=3, progress=False)
     assert {n: (tmp_path / "resumed" / n).stat().st_mtime_ns for n in finished} == finished  # kept, not rewritten
+    assert not leftover.exists() and not list((tmp_path / "resumed").glob(".*.tmp"))
     assert resumed["shards"] == clean["shards"]
     for shard in clean["shards"]:
         assert (tmp_path / "resumed" / shard["name"]).read_bytes() == (tmp_path / "clean" / shard["name"]).read_bytes()
     assert write_shards(manifest, tmp_path / "resumed", shard_size=3, progress=False) == resumed  # up to date
+    (tmp_path / "resumed" / INDEX_NAME).write_text('{"torn')  # a damaged index is written again, not a crash
+    assert write_shards(manifest, tmp_path / "resumed", shard_size=3, progress=False) == resumed
 
 
 def test_cli(tmp_path, capsys):

@@ -119,7 +119,8 @@ class SkippedItemsReport(pl.Callback):
             return
         for callback in trainer.checkpoint_callbacks:
             monitor = getattr(callback, "monitor", None)
-            if monitor and monitor not in trainer.callback_metrics:
+            # A validation metric that is missing: train.py checked its name, so no item was usable.
+            if monitor and monitor.startswith("val_") and monitor not in trainer.callback_metrics:
                 usable = self.val_seen - self.val_report.count
                 raise UserError(
                     f"validation produced no `{monitor}` to choose checkpoints on: {usable} of the {self.val_seen} "
