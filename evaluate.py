@@ -30,7 +30,7 @@ from quartznet.common.errors import (
     user_errors,
 )
 from quartznet.common.outputs import JsonLinesOutput, atomic_write_json, check_distinct, check_writable
-from quartznet.common.runs import CONFIG_NAME, log_name, log_to_file, write_config
+from quartznet.common.runs import log_name, log_to_file, write_config
 from quartznet.data.manifest import check_manifest_files, manifest_audio_paths, manifest_paths, write_manifest
 from quartznet.decoding import BeamSearchDecoder
 from quartznet.models import CTCModel
@@ -38,6 +38,7 @@ from quartznet.tasks import load_model, task_of
 from quartznet.tasks.evaluation import ASR_PLOT, CLASSIFICATION_PLOT, librispeech_manifest
 
 log = logging.getLogger("evaluate")
+CONFIG = "evaluate_config.yaml"  # in output_dir, beside the results: the command line and the resolved config
 LIBRISPEECH_SPLITS = ("dev-clean", "dev-other", "test-clean", "test-other")
 STRATEGIES = ("greedy", "beam")
 
@@ -76,7 +77,7 @@ def validated(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"decoding.strategy={cfg.decoding.strategy!r}: choose one of {list(STRATEGIES)}")
     output_dir = Path(str(cfg.output_dir))
     results, predictions = output_dir / "results.json", Path(str(cfg.predictions))
-    outputs = {"predictions": predictions, "output_dir's results": results, "output_dir's config": output_dir / CONFIG_NAME,
+    outputs = {"predictions": predictions, "output_dir's results": results, "output_dir's config": output_dir / CONFIG,
                "output_dir's log": output_dir / log_name("evaluate"), "output_dir's summary plot": output_dir / ASR_PLOT,
                "output_dir's confusion matrix": output_dir / CLASSIFICATION_PLOT}
     check_distinct(outputs)
@@ -125,6 +126,7 @@ def evaluate(cfg: DictConfig, settings: dict[str, Any]) -> dict:
     report = result.report(settings["worst"])
     result.plot(settings["output_dir"], Path(manifest).stem)
     summary = result.summary()
+    write_config(settings["output_dir"] / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     atomic_write_json(settings["results"], summary)
     print(f"{cfg.checkpoint} on {manifest}\n{report}\npredictions: {predictions}")
     return summary
@@ -138,7 +140,6 @@ def main(cfg: DictConfig) -> dict:
     interrupted = (f"interrupted: the predictions finished so far are in {partial}; "
                    f"{settings['predictions']} was not changed")
     with user_errors(debug=hydra_debug(), interrupted=interrupted), log_to_file(settings["output_dir"], "evaluate"):
-        write_config(settings["output_dir"], OmegaConf.to_yaml(cfg, resolve=True))
         return evaluate(cfg, settings)
 
 

@@ -29,6 +29,7 @@ from quartznet.common.runs import RunLock, log_to_file, shared_run_folder, write
 from quartznet.tasks import task_of
 from quartznet.tasks.plots import plot_training_curves
 from quartznet.training.setup import (
+    RUN_CONFIG,
     build_model,
     build_trainer,
     check_data_fits_model,
@@ -75,7 +76,7 @@ def run_training(run_dir: Path, cfg: DictConfig, started: dict[str, pl.Trainer])
     datamodule = instantiate(cfg.data, "data", labels=task_of(model).labels(model))
     check_data_fits_model(cfg, model, datamodule)
     trainer = started["trainer"] = build_trainer(cfg)
-    write_config(run_dir, OmegaConf.to_yaml(cfg, resolve=True))
+    write_config(run_dir / RUN_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
     except SystemExit:

@@ -107,6 +107,8 @@ def read_words(path: str | Path) -> list[str]:
     words: list[str] = []
     lines = (line for _, line in text_lines(path))
     first = next(lines, "")
+    while first and (not first.strip() or first.startswith("#")):  # ARPA files may open with comments
+        first = next(lines, "")
     if first.strip() == "\\data\\":
         for line in lines:  # skip to the unigrams, stop at the next section
             if line.strip() == "\\1-grams:":
@@ -130,9 +132,7 @@ def read_spellings(path: str | Path, tokens: Sequence[str]) -> dict[str, str]:
     spellings, known = {}, set(tokens)
     for where, line in text_lines(path):
         parts = line.split()
-        if not parts:
-            continue
-        if len(parts) < 2:
+        if len(parts) < 2:  # blank lines too: flashlight's reader refuses them, without saying where
             raise InputError(f"{where}: expected 'word<TAB>c h a r s |', got {line.strip()!r}")
         unknown = [token for token in parts[1:] if token not in known]
         if unknown:

@@ -612,7 +612,8 @@ def test_reader_inputs_that_are_not_what_they_claim_are_one_line(files, tmp_path
     from quartznet.data.shards import ShardDataset
     from quartznet.decoding import BeamSearchDecoder, check_language_model, read_words
 
-    manifest = _manifest_rows(tmp_path / "m.json", [{"audio_filepath": good_audio(files)[0], "duration": 0.5, "text": "a"}])
+    row = {"audio_filepath": good_audio(files)[0], "duration": 0.5, "text": "a"}
+    manifest = _manifest_rows(tmp_path / "m.json", [row, row])  # JSON lines: not one JSON document
     with pytest.raises(InputError, match=r"m\.json: not a quartznet shard index"):
         ShardDataset(None, list("ab "), 1, index=str(manifest))
     lexicon = tmp_path / "lexicon.txt"

@@ -1,7 +1,8 @@
 """Hostile `.nemo` files: each bomb ends in one line naming what was refused, in bounded time and memory.
 
 The archives are built here from the tiny CTC model: an unused 1 GiB member (gzip, 1 MB on disk) and
-one of 5 GiB (5 MB), GNU long-name and pax headers that claim 1.9 GiB, a bzip2 archive, a weights
+one of 5 GiB (5 MB), GNU long-name and pax headers that claim 1.9 GiB, a sparse-file header whose map
+never ends (128 MiB of map blocks, 0.5 MB on disk), a bzip2 archive, a weights
 member that claims 3 GiB, more entries than any .nemo holds, a YAML alias bomb (a million values once
 expanded, 400 bytes), and a config asking for 60,000 filters where the weights have 16 (loaded, and
 fine-tuned from with its own config).
@@ -115,6 +116,16 @@ def bombs(tmp_path_factory) -> dict[str, Path]:
         paths[kind] = folder / f"{kind}.nemo"
         paths[kind].write_bytes(header.tobuf(format=tarfile.GNU_FORMAT) + bytes(1 << 20))
 
+    # An old-GNU sparse member whose map goes on block after block: tarfile parses every block before the
+    # member's data (128 MiB of them here, gzip'd to 0.5 MB: without a bound on headers, 8 s and +370 MB).
+    sparse = bytearray(tarfile.TarInfo("./sparse.bin").tobuf(format=tarfile.GNU_FORMAT))
+    sparse[156:157], sparse[482] = tarfile.GNUTYPE_SPARSE, 1  # type S, "the map continues"
+    sparse[148:156] = b"%06o\0 " % tarfile.calc_chksums(bytes(sparse[:148]) + b" " * 8 + bytes(sparse[156:]))[0]
+    extension = bytearray(b"00000000001\0" * 42 + bytes(8))  # 21 (offset, size) pairs: 21 tuples a block
+    extension[504] = 1  # and another block follows
+    paths["sparse"] = folder / "sparse.nemo"
+    paths["sparse"].write_bytes(gzip.compress(bytes(sparse)) + gzip.compress(bytes(extension) * 2048) * 128)
+
     paths["bzip2"] = folder / "bzip2.nemo"  # tarfile reads bzip2 and xz too; NeMo never wrote them
     paths["bzip2"].write_bytes(bz2.compress((folder / "good.nemo").read_bytes()))
 
@@ -154,6 +165,7 @@ EXPECTED = {
     "unused_5gib": "more than 1.1 GiB of archive before its members were found",
     "long_name": "an archive header or entry of 1.9 GiB to read at once",
     "pax": "an archive header or entry of 1.9 GiB to read at once",
+    "sparse": "more than 16.0 MiB of archive headers",
     "bzip2": "not a readable .nemo/tar archive",
     "huge_member": f"member ./{WEIGHTS_NAME} is 3.0 GiB, over the 1.0 GiB limit for {WEIGHTS_NAME}; refusing",
     "many_members": f"more than {MAX_MEMBERS} entries",
@@ -186,3 +198,20 @@ def test_the_command_line_says_the_refusal_in_one_line(bombs, capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err and err.strip().splitlines() == [f"error: {bombs['alias']}: "
                                                                                  + EXPECTED["alias"] + " (an alias bomb?); refusing it"]
+
+
+def test_a_full_temporary_folder_is_said_as_such_not_as_a_damaged_archive(bombs, monkeypatch):
+    import quartznet.common.checkpoint as checkpoint
+    from quartznet.common.checkpoint import CheckpointError
+
+    class FullDisk(io.BytesIO):
+        def write(self, data) -> int:
+            raise OSError(28, "No space left on device")
+
+    def open_on_a_full_disk(path, mode="r", *args, **kwargs):
+        return FullDisk() if "w" in mode else open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "open", open_on_a_full_disk, raising=False)
+    with pytest.raises(CheckpointError, match=r"cannot unpack \./model_config\.yaml into the temporary folder .*No "
+                                              r"space left on device\); free space there or set TMPDIR"):
+        load_nemo(bombs["unused"].with_name("good.nemo"))

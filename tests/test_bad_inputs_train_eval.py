@@ -151,7 +151,7 @@ def test_evaluate_scores_and_streams_predictions(data, tmp_path, capfd):
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["utterances"] == 4 and results["skipped"] == {"count": 0, "by_reason": {}}
     assert (tmp_path / "eval" / "evaluation_summary.png").stat().st_size > 1000
-    config = (tmp_path / "eval" / "config.yaml").read_text()  # how the results were made, in the folder
+    config = (tmp_path / "eval" / "evaluate_config.yaml").read_text()  # how the results were made, in the folder
     assert config.startswith("# evaluate.py checkpoint=") and f"\ncheckpoint: {data['model']}\n" in config
 
 
@@ -257,6 +257,7 @@ def train_args(data, run_dir: Path, train=None, validation=None, **overrides) ->
     ({"+init_from.path": "RUN/checkpoints/last.ckpt"}, ["init_from.path=", "where this run writes its checkpoints"]),
     ({"data.task": "speaker_id"}, ["data.task", "speaker_id"]),
     ({"trainer.accelerator": "banana"}, ["trainer:", "accelerator='banana'"]),
+    ({"callbacks.model_checkpoint.monitor": "wer"}, ["callbacks.model_checkpoint.monitor='wer'", "'val_wer'"]),
     ({"logger.csv._target_": "pytorch_lightning.loggers.NoSuchLogger"}, ["logger.csv:", "NoSuchLogger"]),
 ])
 def test_train_rejects_bad_config_before_training(data, tmp_path, capfd, overrides, names):
@@ -269,7 +270,8 @@ def test_train_rejects_bad_config_before_training(data, tmp_path, capfd, overrid
     code, _, err = run_main("train", train_args(data, run_dir, **overrides), capfd)
     assert_user_error(code, err, *names)
     assert not (run_dir / "config.yaml").exists() and not (run_dir / "csv").exists()
-    assert [path.name for path in (run_dir / "checkpoints").glob("*")] in ([], ["last.ckpt"])
+    planted = ["last.ckpt"] if "+init_from.path" in overrides else []
+    assert [path.name for path in (run_dir / "checkpoints").glob("*")] == planted
 
 
 @pytest.mark.parametrize("manifest, names", [
@@ -299,7 +301,8 @@ def test_resumed_run_appends_to_metrics_csv(data, tmp_path, capfd):
     metrics = run_dir / "csv" / "metrics.csv"
     first = metrics.read_text().splitlines()
     assert len(first) > 1 and json.loads((run_dir / "results.json").read_text()) == {}
-    assert (run_dir / "config.yaml").is_file() and (run_dir / "model.nemo").is_file()
+    assert (run_dir / "config.yaml").read_text().startswith("# train.py paths.run_dir=")  # how it was started
+    assert (run_dir / "model.nemo").is_file()
     code, _, err = run_main("train", train_args(data, run_dir, resume="last", **{"trainer.max_epochs": 2}), capfd)
     assert code == 0, err[-3000:]
     second = metrics.read_text().splitlines()
@@ -524,12 +527,29 @@ def test_a_full_disk_during_training_is_one_line_saying_how_to_continue(data, tm
     assert_user_error(code, err, f"paths.run_dir={tmp_path / 'run'}", "No space left on device", "resume=last")
 
 
-def test_a_checkpoint_may_monitor_the_step_or_another_callbacks_metric(data, tmp_path, capfd):
+def test_a_checkpoint_may_monitor_the_step(data, tmp_path, capfd):
     overrides = train_args(data, tmp_path / "run", **{"callbacks.model_checkpoint.monitor": "step",
                                                       "callbacks.model_checkpoint.mode": "max"})
-    code, out, err = run_main("train", overrides, capfd)
+    code, _, err = run_main("train", overrides, capfd)
     assert code == 0, err[-3000:]
-    overrides = train_args(data, tmp_path / "run2", **{"callbacks.model_checkpoint.monitor": "my_metric",
-                                                       "callbacks.model_checkpoint.save_top_k": 0})
-    code, out, err = run_main("train", overrides, capfd)
-    assert code == 0 and "monitor='my_metric' is not among the metrics the model logs" in out + err, err[-3000:]
+    assert [path.name for path in (tmp_path / "run" / "checkpoints").glob("epoch*.ckpt")] == ["epoch000-step2.ckpt"]
+
+
+def test_processes_a_run_starts_share_its_folder_and_the_variable_is_restored(tmp_path, monkeypatch):
+    from quartznet.common.runs import RUN_DIR_VARIABLE, shared_run_folder
+
+    for before in (None, "/elsewhere"):
+        if before is None:
+            monkeypatch.delenv(RUN_DIR_VARIABLE, raising=False)
+        else:
+            monkeypatch.setenv(RUN_DIR_VARIABLE, before)
+        with shared_run_folder(tmp_path / "run"):
+            assert os.environ[RUN_DIR_VARIABLE] == str(tmp_path / "run")
+            assert str(compose_paths().run_dir) == str(tmp_path / "run")  # what a started process resolves
+        assert os.environ.get(RUN_DIR_VARIABLE) == before
+
+
+def compose_paths():
+    from conftest import compose
+
+    return compose([], config_name="train").paths

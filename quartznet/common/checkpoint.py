@@ -20,7 +20,6 @@ import gzip
 import io
 import os
 import re
-import shutil
 import tarfile
 import tempfile
 import time
@@ -88,6 +87,9 @@ MAX_MEMBERS = 10_000  # archive entries looked at before the archive is refused
 # for headers and small members beside them. Bounds the time a gzip stream takes to reach the members.
 MAX_ARCHIVE_BYTES = sum(MEMBER_LIMITS.values()) + (64 << 20)
 MAX_READ = 16 << 20  # one read of the stream: member data comes in 1 MiB pieces, headers in 512 bytes
+# Bytes read as headers (everything but the two members' data): tarfile parses them into Python objects,
+# a sparse-file header 21 offsets per 512 bytes, so this bounds its memory and time. 10,000 entries: 5 MB.
+MAX_HEADER_BYTES = 16 << 20
 MAX_CONFIG_VALUES = 100_000  # config values once YAML aliases are expanded (QuartzNet 15x5: ~500)
 GZIP_MAGIC = b"\x1f\x8b"  # NeMo writes plain tars, and gzip'd ones before 2022; nothing else
 
@@ -97,20 +99,27 @@ def _size(size: int) -> str:
 
 
 class BoundedStream:
-    """The tar stream as tarfile reads it, refusing to go past MAX_ARCHIVE_BYTES or to read more than
-    MAX_READ at once: tarfile reads a pax or GNU long-name header whole, whatever size it claims."""
+    """The tar stream as tarfile reads it, refusing to go past MAX_ARCHIVE_BYTES, to read more than
+    MAX_READ at once (tarfile reads a pax or GNU long-name header whole, whatever size it claims), or to
+    read more than MAX_HEADER_BYTES outside the members being extracted (`extracting`)."""
 
     def __init__(self, stream: Any, archive: Path):
         self.stream, self.archive = stream, archive
+        self.extracting, self.header_bytes = False, 0
 
     def _refuse(self, what: str) -> CheckpointError:
         return CheckpointError(f"{self.archive}: {what}; refusing it (a .nemo holds a config and its weights)")
 
     def read(self, size: int = -1) -> bytes:
         if size < 0 or size > MAX_READ:
-            raise self._refuse(f"an archive header or entry of {_size(max(size, MAX_READ + 1))} to read at once")
+            raise self._refuse(f"an archive header or entry of {'unbounded size' if size < 0 else _size(size)} "
+                               "to read at once")
         if self.stream.tell() + size > MAX_ARCHIVE_BYTES:
             raise self._refuse(f"more than {_size(MAX_ARCHIVE_BYTES)} of archive before its members were found")
+        if not self.extracting:
+            self.header_bytes += size
+            if self.header_bytes > MAX_HEADER_BYTES:
+                raise self._refuse(f"more than {_size(MAX_HEADER_BYTES)} of archive headers")
         return self.stream.read(size)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
@@ -121,6 +130,24 @@ class BoundedStream:
 
     def tell(self) -> int:
         return self.stream.tell()
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, bounded: BoundedStream) -> Path:
+    """Copy one member's data to `target`; a full temporary folder is said as such, not as a bad archive."""
+    bounded.extracting = True
+    try:
+        with tar.extractfile(member) as source, open(target, "wb") as sink:
+            while chunk := source.read(1 << 20):
+                try:
+                    sink.write(chunk)
+                except OSError as error:
+                    raise CheckpointError(
+                        f"{bounded.archive}: cannot unpack {member.name} into the temporary folder {target.parent} "
+                        f"({error.strerror or error}); free space there or set TMPDIR to a larger place"
+                    ) from error
+    finally:
+        bounded.extracting = False
+    return target
 
 
 def read_needed_members(archive: Path, folder: Path) -> dict[str, Path]:
@@ -137,7 +164,7 @@ def read_needed_members(archive: Path, folder: Path) -> dict[str, Path]:
             raw.seek(0)
             with (
                 gzip.GzipFile(fileobj=raw, mode="rb") if compressed else contextlib.nullcontext(raw) as stream,
-                tarfile.open(fileobj=BoundedStream(stream, archive), mode="r:") as tar,
+                tarfile.open(fileobj=(bounded := BoundedStream(stream, archive)), mode="r:") as tar,
             ):
                 for count, member in enumerate(tar, start=1):
                     if count > MAX_MEMBERS:
@@ -154,13 +181,13 @@ def read_needed_members(archive: Path, folder: Path) -> dict[str, Path]:
                             f"{archive}: member {member.name} is {_size(member.size)}, over the {_size(limit)} limit "
                             f"for {relative.name}; refusing to read it"
                         )
-                    target = folder / relative.name
-                    with tar.extractfile(member) as source, open(target, "wb") as sink:
-                        shutil.copyfileobj(source, sink, 1 << 20)
-                    found[relative.name] = target
+                    found[relative.name] = _extract(tar, member, folder / relative.name, bounded)
                     if len(found) == len(MEMBER_LIMITS):
                         break
-    except (*DAMAGED_ARCHIVE_ERRORS, OSError) as error:
+    except CheckpointError:
+        raise
+    # tarfile's parsing of malformed headers (sparse maps, numbers) raises ValueError and IndexError too.
+    except (*DAMAGED_ARCHIVE_ERRORS, OSError, ValueError, IndexError) as error:
         if isinstance(error, OSError) and not isinstance(error, gzip.BadGzipFile) and error.filename is not None:
             raise
         raise CheckpointError(

@@ -9,9 +9,9 @@ after a killed run is never refused; NFS (through its lock manager) and Lustre m
 carry it across machines. Only the launch's first process takes it: under DDP every rank runs train.py,
 and all of them work in one folder.
 
-Hydra writes nothing into the folder (conf/hydra/job_logging/console.yaml): the scripts write
-`config.yaml` (with the command line) and add a log file once the folder was checked, one log per
-process (`train.log`, `train.rank3.local1.log`, ...), for as long as the job runs.
+Hydra writes nothing into the folder (conf/hydra/job_logging/console.yaml): the scripts write their
+config (with the command line) and add a log file once the folder was checked, one log per process
+(`train.log`, `train.rank3.local1.log`, ...), for as long as the job runs.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from quartznet.common.outputs import atomic_write_text
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
-CONFIG_NAME = "config.yaml"
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's, as on the console
 # What launchers set in every process they start, and the label each gives a process: torchrun's rank
 # across the launch (RANK), SLURM srun's task (SLURM_PROCID), Lightning's own DDP launcher's node and
@@ -123,13 +122,13 @@ class RunLock:
             self._handle = None
 
 
-def write_config(folder: str | os.PathLike, config_yaml: str) -> Path:
-    """`<folder>/config.yaml`: the command line that started the job (as a comment), then its resolved
+def write_config(path: str | os.PathLike, config_yaml: str) -> Path:
+    """The job's record at `path`: the command line that started it (as a comment), then its resolved
     config; written atomically by the launch's first process only."""
-    path = Path(folder) / CONFIG_NAME
+    path = Path(path)
     if first_process():
         command = " ".join(shlex.quote(argument) for argument in [Path(sys.argv[0]).name, *sys.argv[1:]])
-        atomic_write_text(path, f"# {command}\n{config_yaml}")
+        atomic_write_text(path, f"# {command.replace(chr(10), chr(92) + 'n')}\n{config_yaml}")  # one comment line
     return path
 
 

@@ -98,6 +98,9 @@ def manifest_rows(manifest: str | os.PathLike) -> Iterator[tuple[str, dict[str, 
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise ManifestError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+        except (ValueError, RecursionError) as error:  # an integer of over 4,300 digits; nesting too deep
+            raise ManifestError(f"{where}: not a usable JSON line ({type(error).__name__}: "
+                                f"{str(error)[:80] or 'nested too deep'})") from None
         if not isinstance(row, dict):
             raise ManifestError(f"{where}: expected a JSON object, got {type(row).__name__}")
         yield where, row

@@ -282,9 +282,16 @@ def _read_index(index: str | os.PathLike | Mapping[str, Any]) -> tuple[dict[str,
         path = path / INDEX_NAME
     if not path.is_file():
         raise MissingInputError(f"shard index not found: {path} (make_shards.py writes it next to the shards)")
-    data = _saved_json(path)
-    if data.get("format") != INDEX_FORMAT:
-        raise InputError(f"{path}: not a quartznet shard index (format {data.get('format')!r}, expected {INDEX_FORMAT!r})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the shard index ({error.strerror or error})") from None
+    except ValueError:  # not JSON, not UTF-8
+        raise InputError(f"{path}: not a quartznet shard index (not JSON); give the index.json that "
+                         "python -m data_prep.make_shards wrote, or run it again") from None
+    found = data.get("format") if isinstance(data, dict) else type(data).__name__
+    if found != INDEX_FORMAT:
+        raise InputError(f"{path}: not a quartznet shard index (format {found!r}, expected {INDEX_FORMAT!r})")
     return data, path.parent, str(path)
 
 
