@@ -6,8 +6,8 @@ config) and `./model_weights.ckpt` (a `torch.save`d state dict). Reading never u
 (`torch.load(weights_only=True)`), and an archive can cost only bounded time and memory
 (docs/reliability.md#checkpoints-are-untrusted):
 - only those two members are read, each streamed to a fresh temporary folder after its size was
-  checked against its limit (MEMBER_LIMITS); other members are passed over without being read, and an
-  archive with more than MAX_MEMBERS entries is refused;
+  checked against its limit (MEMBER_LIMITS); other members are passed over without being read, but one
+  over OTHER_MEMBER_LIMIT, or more than MAX_MEMBERS entries, has the archive refused;
 - a member that could write outside its folder or is not a regular file (links, devices) is refused;
 - the config may use YAML anchors and aliases, but a config of more than MAX_CONFIG_VALUES values once
   they are expanded (an alias bomb) is refused before anything is built from it.
@@ -82,6 +82,7 @@ def checked_member_path(archive: Path, member: tarfile.TarInfo) -> PurePosixPath
 
 # What reading a .nemo may cost. NeMo's QuartzNet 15x5 has a 76 MB weights member and a 6 KB config.
 MEMBER_LIMITS = {CONFIG_NAME: 4 << 20, WEIGHTS_NAME: 1 << 30}  # bytes
+OTHER_MEMBER_LIMIT = 64 << 20  # any other member (NeMo's tokenizer and vocabulary files are KBs to a few MB)
 MAX_MEMBERS = 10_000  # archive entries looked at before the archive is refused
 # Bytes of the (decompressed) tar stream read or passed over: what the two members may hold, and 64 MiB
 # for headers and small members beside them. Bounds the time a gzip stream takes to reach the members.
@@ -173,14 +174,18 @@ def read_needed_members(archive: Path, folder: Path) -> dict[str, Path]:
                             "found; refusing it (a .nemo holds a few)"
                         )
                     relative = checked_member_path(archive, member)
-                    if relative is None or relative.name not in MEMBER_LIMITS or relative.name in found:
+                    if relative is None:
                         continue
-                    limit = MEMBER_LIMITS[relative.name]
+                    needed = relative.name in MEMBER_LIMITS
+                    limit = MEMBER_LIMITS[relative.name] if needed else OTHER_MEMBER_LIMIT
                     if member.size > limit:
+                        kind = relative.name if needed else "a member besides the config and weights"
                         raise CheckpointError(
                             f"{archive}: member {member.name} is {_size(member.size)}, over the {_size(limit)} limit "
-                            f"for {relative.name}; refusing to read it"
+                            f"for {kind}; refusing the archive"
                         )
+                    if not needed or relative.name in found:
+                        continue  # passed over, not read
                     found[relative.name] = _extract(tar, member, folder / relative.name, bounded)
                     if len(found) == len(MEMBER_LIMITS):
                         break
