@@ -13,7 +13,6 @@ summary PNG. Classifiers: accuracy, per-class precision / recall and a confusion
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from quartznet.common.cli import resolve_device
 from quartznet.common.errors import (
-    ConfigError,
     UserError,
     config_fraction,
     config_int,
@@ -32,27 +30,13 @@ from quartznet.common.errors import (
 from quartznet.common.outputs import JsonLinesOutput, atomic_write_json, check_distinct, check_writable
 from quartznet.common.runs import log_name, log_to_file, write_config
 from quartznet.data.manifest import check_manifest_files, manifest_audio_paths, manifest_paths, write_manifest
-from quartznet.decoding import BeamSearchDecoder
-from quartznet.models import CTCModel
+from quartznet.decoding import STRATEGIES, make_decoder
 from quartznet.tasks import load_model, task_of
 from quartznet.tasks.evaluation import ASR_PLOT, CLASSIFICATION_PLOT, librispeech_manifest
 
 log = logging.getLogger("evaluate")
 CONFIG = "evaluate_config.yaml"  # in output_dir, beside the results: the command line and the resolved config
 LIBRISPEECH_SPLITS = ("dev-clean", "dev-other", "test-clean", "test-other")
-STRATEGIES = ("greedy", "beam")
-
-
-def decoder_for(model: CTCModel, decoding: DictConfig) -> Callable:
-    """(log_probs, lengths) -> texts, as `decoding.strategy` says: the model's greedy decode or beam search."""
-    if decoding.strategy == "greedy":
-        return model.decode
-    if decoding.strategy != "beam":
-        raise ConfigError(f"decoding.strategy={decoding.strategy!r}: choose greedy or beam")
-    log.info("beam search: %s", dict(decoding))
-    return BeamSearchDecoder(model.vocabulary, model.blank_id, lm_path=decoding.lm_path,
-                             lexicon_path=decoding.lexicon_path, beam_size=decoding.beam_size,
-                             lm_weight=decoding.lm_weight, word_score=decoding.word_score).decode
 
 
 def validated(cfg: DictConfig) -> dict[str, Any]:
@@ -107,7 +91,7 @@ def evaluate(cfg: DictConfig, settings: dict[str, Any]) -> dict:
     options = dict(batch_size=settings["batch_size"], num_workers=settings["num_workers"], device=settings["device"],
                    amp=cfg.amp, max_skipped_fraction=settings["max_skipped_fraction"])
     if task.transcribes:
-        options["decode"] = decoder_for(model, cfg.decoding)
+        options["decode"] = make_decoder(model, **OmegaConf.to_container(cfg.decoding, resolve=True))
     elif cfg.decoding.strategy != "greedy":
         raise UserError(f"decoding.strategy={cfg.decoding.strategy!r} applies to speech recognition, not {task.name}")
     # Rows stream to <predictions>.partial as they are ready; an interrupted run keeps them there and

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 from tqdm import tqdm
 
 from quartznet.common.checkpoint import UnsafeArchiveError, checked_member_path
+from quartznet.common.cli import at_least
 from quartznet.common.errors import user_errors
 from quartznet.data.audio import AudioError
 from quartznet.data.manifest import ManifestError, write_manifest
@@ -255,6 +256,15 @@ def save_manifest(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) ->
 
 
 RESUME_HINT = "interrupted; rerun the same command to resume where it stopped"
+
+
+def add_preparer_options(parser: argparse.ArgumentParser, archives: str) -> None:
+    """The options the dataset preparers (librispeech, speech_commands) share, spelled one way:
+    `--delete-archives` (also accepted as `--delete-archive`), `--jobs`, `--force`."""
+    parser.add_argument("--delete-archives", "--delete-archive", dest="delete_archives", action="store_true",
+                        help=f"delete {archives} once the manifests are written")
+    parser.add_argument("--jobs", type=at_least(1), default=8, help="threads reading audio headers (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="rewrite manifests that already exist")
 
 
 def parse_args_with_debug(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from data_prep.common import (
     PrepError,
+    add_preparer_options,
     check_md5,
     download,
     extract_tar,
@@ -34,7 +35,6 @@ from data_prep.common import (
     run_main,
     save_manifest,
 )
-from quartznet.common.cli import at_least
 from quartznet.data.audio import audio_duration
 
 SPLITS = ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "dev-other", "test-clean", "test-other")
@@ -186,11 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--mirror", default=MIRROR, help="base URL of the archives (default: %(default)s)")
     parser.add_argument("--download-dir", type=Path, help="where downloads go (default: OUT/downloads)")
-    parser.add_argument(
-        "--delete-archives", action="store_true", help="delete each downloaded archive once its manifest is written"
-    )
-    parser.add_argument("--jobs", type=at_least(1), default=8, help="threads reading audio headers (default: %(default)s)")
-    parser.add_argument("--force", action="store_true", help="rewrite manifests that already exist")
+    add_preparer_options(parser, "each downloaded archive")
     return parser
 
 

@@ -36,6 +36,7 @@ import soundfile
 
 from data_prep.common import (
     PrepError,
+    add_preparer_options,
     check_md5,
     download,
     extract_tar,
@@ -263,11 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the unknown sample and silence volumes (default: %(default)s)"
     )
-    parser.add_argument(
-        "--delete-archive", action="store_true", help="delete the downloaded archive once the manifests are written"
-    )
-    parser.add_argument("--jobs", type=at_least(1), default=8, help="threads reading audio headers (default: %(default)s)")
-    parser.add_argument("--force", action="store_true", help="rewrite manifests that already exist")
+    add_preparer_options(parser, "the downloaded archive")
     return parser
 
 
@@ -305,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             seed=args.seed,
             jobs=args.jobs,
         )
-        if args.delete_archive and downloaded is not None and downloaded.exists():
+        if args.delete_archives and downloaded is not None and downloaded.exists():
             downloaded.unlink()
 
 

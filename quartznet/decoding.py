@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 
 from quartznet.common.cli import at_least, resolve_device
-from quartznet.common.errors import InputError, MissingInputError, UserError, user_errors
+from quartznet.common.errors import ConfigError, InputError, MissingInputError, UserError, user_errors
 from quartznet.common.metrics import ErrorCounts, utterance_errors
 from quartznet.common.outputs import atomic_write_text, check_writable, replaced_atomically
 from quartznet.data.datasets import collate_asr
 from quartznet.data.manifest import manifest_rows, text_field, text_lines
 from quartznet.models import CTCModel
-from quartznet.network.heads import LABELS
+from quartznet.network.heads import LABELS, Decode
 from quartznet.tasks import load_transcriber
 from quartznet.tasks.evaluation import asr_dataset, utterance_outputs
 
@@ -221,6 +221,29 @@ class BeamSearchDecoder:
         # tokens come back with repeats merged and blanks removed; "|" is the space
         text = "".join(" " if self.tokens[i] == WORD_SEPARATOR else self.tokens[i] for i in token_ids)
         return " ".join(text.split())
+
+
+STRATEGIES = ("greedy", "beam")
+
+
+def make_decoder(
+    model: CTCModel, strategy: str = "greedy", beam_size: int = 32, lm_path: str | Path | None = None,
+    lexicon_path: str | Path | None = None, lm_weight: float = 0.5, word_score: float = 0.0,
+) -> Decode:
+    """The one way an application turns decoding options into a decoder: `strategy` "greedy" is the
+    model's own decoding, "beam" a BeamSearchDecoder (an LM and lexicon when given). A missing
+    flashlight-text is a UserError saying what to install."""
+    if strategy == "greedy":
+        return model.decode
+    if strategy != "beam":
+        raise ConfigError(f"decoding strategy {strategy!r}: choose one of {list(STRATEGIES)}")
+    log.info("beam search: beam %d, LM %s (weight %g), lexicon %s, word score %g", beam_size, lm_path, lm_weight,
+             lexicon_path, word_score)
+    try:
+        return BeamSearchDecoder(model.vocabulary, model.blank_id, lm_path=lm_path, lexicon_path=lexicon_path,
+                                 beam_size=beam_size, lm_weight=lm_weight, word_score=word_score).decode
+    except ImportError as error:
+        raise UserError(f"beam search: {error}") from error
 
 
 @dataclass

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,11 +30,11 @@ from tqdm import tqdm
 
 from quartznet.common.cli import DEVICE_HELP, at_least, resolve_device
 from quartznet.common.errors import ConfigError, InputError, UserError, user_errors
-from quartznet.common.outputs import JsonLinesOutput, check_writable
+from quartznet.common.outputs import JsonLinesOutput, StdoutRows, check_writable
 from quartznet.data.audio import AudioError, audio_duration, load_audio, stream_audio
 from quartznet.data.manifest import audio_path_field, manifest_rows, seconds_field
 from quartznet.long_audio import chunked_log_probs
-from quartznet.network.heads import ctc_token_runs
+from quartznet.network.heads import Decode, ctc_token_runs
 
 if TYPE_CHECKING:  # the models pull in Lightning; at run time a model is passed in
     from quartznet.models import CTCModel
@@ -138,7 +137,6 @@ def word_timestamps(best: Sequence[int], model: CTCModel, seconds_per_frame: flo
     return words
 
 
-Decode = Callable[[torch.Tensor, torch.Tensor], list[str]]  # (B, T', V+1) log-probs, (B,) lengths -> texts
 
 
 def _result(model: CTCModel, item: AudioItem, log_probs: torch.Tensor, timestamps: bool, decode: Decode) -> dict[str, Any]:
@@ -189,39 +187,15 @@ def iter_transcriptions(
     items = [p if isinstance(p, AudioItem) else AudioItem(str(p)) for p in paths]
     errors = [] if errors is None else errors
     sample_rate = model.preprocessor.sample_rate
-    device = next(model.parameters()).device
-    pending: list[tuple[AudioItem, torch.Tensor]] = []
-
-    def run_pending() -> list[dict[str, Any]]:
-        # Short files go through the model together, padded: outputs do not depend on the padding.
-        lengths = torch.tensor([audio.shape[0] for _, audio in pending], device=device)
-        batch = torch.nn.utils.rnn.pad_sequence([audio for _, audio in pending], batch_first=True).to(device)
-        with inference_settings(model), torch.inference_mode():
-            log_probs, encoded_len, _ = model(input_signal=batch, input_signal_length=lengths)
-            rows = []
-            for row, (item, _) in enumerate(pending):
-                valid = log_probs[row, :encoded_len[row]].cpu()
-                _check_finite(valid, item)
-                rows.append(_result(model, item, valid, timestamps, decode))
-        pending.clear()
-        return rows
-
+    pending: list[tuple[AudioItem, torch.Tensor]] = []  # short files waiting for a full batch
     with tqdm(items, desc="transcribing", unit="file", disable=not progress, file=sys.stderr) as files:
         for item in files:
             try:
                 seconds = _seconds(item)
                 if seconds > chunk_seconds:
-                    if pending:  # keep the output in input order
-                        yield from run_pending()
-                    blocks = lambda item=item: stream_audio(item.path, sample_rate, item.offset, item.duration)  # noqa: E731
-                    with tqdm(total=round(seconds), desc=Path(item.path).name, unit="s", leave=False,
-                              disable=not progress, file=sys.stderr, bar_format=LONG_FILE_BAR) as bar, \
-                            inference_settings(model), torch.inference_mode():
-                        log_probs = chunked_log_probs(model, blocks, chunk_seconds, overlap_seconds, batch_size,
-                                                      advance=bar.update)
-                        _check_finite(log_probs, item)
-                        row = _result(model, item, log_probs, timestamps, decode)
-                    yield row
+                    yield from _batch_rows(model, pending, timestamps, decode)  # keep the output in input order
+                    yield _long_file_row(model, item, seconds, chunk_seconds, overlap_seconds, batch_size, timestamps,
+                                         decode, progress)
                     continue
                 audio = load_audio(item.path, sample_rate, offset=item.offset, duration=item.duration)
                 if not bool(torch.isfinite(audio).all()):
@@ -231,9 +205,44 @@ def iter_transcriptions(
                 continue
             pending.append((item, audio))
             if len(pending) == batch_size:
-                yield from run_pending()
-        if pending:
-            yield from run_pending()
+                yield from _batch_rows(model, pending, timestamps, decode)
+        yield from _batch_rows(model, pending, timestamps, decode)
+
+
+def _batch_rows(model: CTCModel, pending: list[tuple[AudioItem, torch.Tensor]], timestamps: bool,
+                decode: Decode) -> list[dict[str, Any]]:
+    """The rows of the short files in `pending` (emptied), run through the model together, padded:
+    outputs do not depend on the padding."""
+    if not pending:
+        return []
+    device = next(model.parameters()).device
+    lengths = torch.tensor([audio.shape[0] for _, audio in pending], device=device)
+    batch = torch.nn.utils.rnn.pad_sequence([audio for _, audio in pending], batch_first=True).to(device)
+    rows = []
+    with inference_settings(model), torch.inference_mode():
+        log_probs, encoded_len, _ = model(input_signal=batch, input_signal_length=lengths)
+        for row, (item, _) in enumerate(pending):
+            valid = log_probs[row, :encoded_len[row]].cpu()
+            _check_finite(valid, item)
+            rows.append(_result(model, item, valid, timestamps, decode))
+    pending.clear()
+    return rows
+
+
+def _long_file_row(model: CTCModel, item: AudioItem, seconds: float, chunk_seconds: float, overlap_seconds: float,
+                   batch_size: int, timestamps: bool, decode: Decode, progress: bool) -> dict[str, Any]:
+    """The row of a file longer than `chunk_seconds`, streamed from disk in overlapping chunks, with a bar
+    of its own in seconds of audio."""
+    sample_rate = model.preprocessor.sample_rate
+
+    def blocks() -> Iterator[torch.Tensor]:
+        return stream_audio(item.path, sample_rate, item.offset, item.duration)
+
+    with tqdm(total=round(seconds), desc=Path(item.path).name, unit="s", leave=False, disable=not progress,
+              file=sys.stderr, bar_format=LONG_FILE_BAR) as bar, inference_settings(model), torch.inference_mode():
+        log_probs = chunked_log_probs(model, blocks, chunk_seconds, overlap_seconds, batch_size, advance=bar.update)
+        _check_finite(log_probs, item)
+        return _result(model, item, log_probs, timestamps, decode)
 
 
 def transcribe(
@@ -269,11 +278,6 @@ def transcribe_texts(model: CTCModel, paths: Sequence[str | os.PathLike], batch_
     if errors:  # a list of texts has no place for a missing one: fail rather than shift the others
         raise errors[0]
     return [row["text"] for row in rows]
-
-
-def _print_row(row: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -324,21 +328,15 @@ def _run(args: argparse.Namespace, state: dict[str, Any]) -> int:
     if args.output:
         check_writable(args.output, inputs)
 
+    from quartznet.decoding import make_decoder
     from quartznet.tasks import (
         load_transcriber,  # here, so `--help` does not pay for importing Lightning
     )
 
     model = load_transcriber(args.model).to(device)
-    decode = None
-    if args.beam_size or args.lm or args.lexicon:
-        from quartznet.decoding import BeamSearchDecoder
-
-        try:
-            decode = BeamSearchDecoder(model.vocabulary, model.blank_id, lm_path=args.lm, lexicon_path=args.lexicon,
-                                       beam_size=args.beam_size or 32, lm_weight=args.lm_weight,
-                                       word_score=args.word_score).decode
-        except ImportError as error:
-            raise UserError(f"--beam-size/--lm/--lexicon: {error}") from error
+    beam = args.beam_size or args.lm or args.lexicon
+    decode = make_decoder(model, "beam" if beam else "greedy", beam_size=args.beam_size or 32, lm_path=args.lm,
+                          lexicon_path=args.lexicon, lm_weight=args.lm_weight, word_score=args.word_score)
 
     errors: list[AudioError] = []
     reported = 0
@@ -352,33 +350,25 @@ def _run(args: argparse.Namespace, state: dict[str, Any]) -> int:
     rows = iter_transcriptions(model, items, batch_size=args.batch_size, timestamps=args.timestamps,
                                chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
                                progress=True, errors=errors, decode=decode)
-    written = 0
-    output = JsonLinesOutput(args.output, inputs) if args.output else None
-    state["where"] = str(output.partial) if output is not None else "stdout (printed above)"
+    output = JsonLinesOutput(args.output, inputs) if args.output else StdoutRows()
+    state["where"] = output.where
     try:
         for row in rows:
-            if output is not None:
-                output.write(row)
-            else:
-                _print_row(row)
-            written += 1
-            state["done"] = written + len(errors)
+            output.write(row)
+            state["done"] = output.rows + len(errors)
             report_skipped()
-        state["done"] = written + len(errors)
+        state["done"] = output.rows + len(errors)
         report_skipped()
     except BaseException:
         rows.close()  # ends the progress bars now, so the error line comes after them
-        if output is not None:
-            output.keep_partial()
+        output.keep_partial()
         raise
-    summary = f"transcribed {written} of {len(items)} inputs ({len(errors)} skipped)"
-    if not written:
-        if output is not None:
-            output.discard()  # nothing to keep, and an existing output stays as it was
+    summary = f"transcribed {output.rows} of {len(items)} inputs ({len(errors)} skipped)"
+    if not output.rows:
+        output.discard()  # nothing to keep, and an existing output stays as it was
         raise UserError(f"{summary}: no input could be read (see the skipped lines above)")
-    if output is not None:
-        output.commit()
-    print(summary + (f"; wrote {args.output}" if output is not None else ""), file=sys.stderr)
+    output.commit()
+    print(summary + output.written_note, file=sys.stderr)
     return 0
 
 

@@ -1,9 +1,11 @@
 """The package's import graph: layers import only downward, and no module imports itself in a cycle.
 
-Layers (docs/architecture.md):  common < network, optim, data < models < tasks < training, applications.
-A module may import its own group (its folder, or the applications among themselves) and any lower
-layer. Imports under `if TYPE_CHECKING:` are for type hints only and are not counted; imports inside
-functions are, since they run.
+Layers (docs/architecture.md):  common < network, optim, data < models < tasks
+                                < training, long_audio, decoding, export, data_prep < transcribe.
+A module may import its own group (its folder) and any lower layer. Imports under `if TYPE_CHECKING:`
+are for type hints only and are not counted; imports inside functions are, for layers and cycles alike,
+since they run. Relative imports are resolved against the importing module's package. A module that no
+entry below places fails the test: a new file needs a layer (here and in docs/architecture.md).
 """
 
 import ast
@@ -13,9 +15,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("quartznet", "data_prep")
-APPLICATIONS = ("quartznet.transcribe", "quartznet.long_audio", "quartznet.decoding", "quartznet.export")
-# (group prefix, layer); the longest matching prefix wins.
+# (group, layer): a folder's modules are in its group; a group naming a module is that module alone.
 GROUPS = {
+    "quartznet": 0,  # the package's own __init__ (version only), this module alone
     "quartznet.common": 0,
     "quartznet.network": 1,
     "quartznet.optim": 1,
@@ -23,11 +25,14 @@ GROUPS = {
     "quartznet.models": 2,
     "quartznet.tasks": 3,
     "quartznet.training": 4,
-    **{name: 4 for name in APPLICATIONS},
+    "quartznet.long_audio": 4,
+    "quartznet.decoding": 4,
+    "quartznet.export": 4,
     "data_prep": 4,
-    "quartznet": 0,  # the package's own __init__ (version only)
+    "quartznet.transcribe": 5,  # uses long_audio and decoding
 }
-FRAMEWORKS = ("pytorch_lightning", "lightning", "hydra")  # not below the models layer
+FOLDERS = {group for group in GROUPS if (REPO / Path(*group.split("."))).is_dir()}
+FRAMEWORKS = ("pytorch_lightning", "lightning", "lightning_fabric", "hydra")  # not below the models layer
 
 
 def module_name(path: Path) -> str:
@@ -36,7 +41,10 @@ def module_name(path: Path) -> str:
 
 
 def group_of(module: str) -> str:
-    matches = [prefix for prefix in GROUPS if module == prefix or module.startswith(prefix + ".")]
+    """The group a module belongs to: itself when it is a group, else the folder group it lies in."""
+    if module in GROUPS:
+        return module
+    matches = [folder for folder in FOLDERS if module.startswith(folder + ".") and folder != "quartznet"]
     assert matches, f"{module} is in no layer: add it to GROUPS in tests/test_layers.py and docs/architecture.md"
     return max(matches, key=len)
 
@@ -45,9 +53,17 @@ def is_type_checking_block(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def imports(tree: ast.Module) -> list[tuple[str, bool]]:
-    """(imported module, at module level?) for every import that runs, TYPE_CHECKING blocks left out."""
+def imports(tree: ast.Module, module: str, is_package: bool) -> list[tuple[str, bool]]:
+    """(imported module, at module level?) for every import that runs, TYPE_CHECKING blocks left out;
+    relative imports resolved against `module`'s package."""
+    package = module if is_package else module.rpartition(".")[0]
     found: list[tuple[str, bool]] = []
+
+    def absolute(node: ast.ImportFrom) -> str:
+        if node.level == 0:
+            return node.module or ""
+        base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+        return ".".join([*base, *([node.module] if node.module else [])])
 
     def visit(node: ast.AST, top_level: bool) -> None:
         for child in ast.iter_child_nodes(node):
@@ -55,8 +71,9 @@ def imports(tree: ast.Module) -> list[tuple[str, bool]]:
                 continue
             if isinstance(child, ast.Import):
                 found.extend((alias.name, top_level) for alias in child.names)
-            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
-                found.extend((f"{child.module}.{alias.name}", top_level) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                source = absolute(child)
+                found.extend((f"{source}.{alias.name}" if source else alias.name, top_level) for alias in child.names)
             inside = top_level and not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             visit(child, inside)
 
@@ -73,16 +90,22 @@ def resolve(name: str, modules: set[str]) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def graph() -> dict[str, list[tuple[str, bool, str]]]:
-    """module -> [(imported project module, at module level?, raw name)], plus the raw framework imports."""
-    paths = [p for package in PACKAGES for p in (REPO / package).rglob("*.py")]
-    trees = {module_name(p): ast.parse(p.read_text(), str(p)) for p in paths}
+Graph = dict[str, list[tuple[str | None, bool, str]]]
+
+
+def build_graph(sources: dict[str, tuple[str, bool]]) -> Graph:
+    """module -> [(imported project module or None, at module level?, raw name)] from {module: (source,
+    is a package)}."""
+    trees = {module: (ast.parse(source), is_package) for module, (source, is_package) in sources.items()}
     modules = set(trees)
-    edges = {}
-    for module, tree in trees.items():
-        edges[module] = [(resolve(name, modules), top, name) for name, top in imports(tree)]
-    return edges
+    return {module: [(resolve(name, modules), top, name) for name, top in imports(tree, module, is_package)]
+            for module, (tree, is_package) in trees.items()}
+
+
+@pytest.fixture(scope="module")
+def graph() -> Graph:
+    paths = [p for package in PACKAGES for p in (REPO / package).rglob("*.py")]
+    return build_graph({module_name(p): (p.read_text(), p.name == "__init__.py") for p in paths})
 
 
 def test_every_module_sits_in_a_layer(graph):
@@ -101,21 +124,20 @@ def test_imports_point_only_downward(graph):
                 continue
             target_group = group_of(target)
             if target_group != group and GROUPS[target_group] >= GROUPS[group]:
-                if group in APPLICATIONS and target_group in APPLICATIONS:
-                    continue  # the applications may use one another
                 upward.append(f"{module} ({group}) -> {target} ({target_group})")
     assert not upward, "imports that do not point downward:\n" + "\n".join(upward)
 
 
 def test_no_import_cycles(graph):
-    top_level = {m: sorted({t for t, top, _ in edges if t and top and t != m}) for m, edges in graph.items()}
+    """No cycle among modules, counting the imports inside functions too (they run when called)."""
+    edges = {m: sorted({t for t, _, _ in targets if t and t != m}) for m, targets in graph.items()}
     state: dict[str, str] = {}
     path: list[str] = []
 
     def visit(module: str) -> None:
         state[module] = "open"
         path.append(module)
-        for target in top_level[module]:
+        for target in edges[module]:
             if state.get(target) == "open":
                 cycle = path[path.index(target):] + [target]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
@@ -124,14 +146,82 @@ def test_no_import_cycles(graph):
         path.pop()
         state[module] = "done"
 
-    for module in sorted(top_level):
+    for module in sorted(edges):
         if module not in state:
             visit(module)
 
 
-def test_the_rule_catches_an_upward_import(graph, monkeypatch):
-    """The checker itself: a models module importing the transcribe application is flagged."""
-    fake = dict(graph)
-    fake["quartznet.models.ctc"] = [*graph["quartznet.models.ctc"], ("quartznet.transcribe", False, "quartznet.transcribe")]
-    with pytest.raises(AssertionError, match="quartznet.models.ctc"):
-        test_imports_point_only_downward(fake)
+# --- the checker checks: a planted violation of each rule fails ----------------------------------------
+
+PLANTED_BASE = {
+    "quartznet": ("", True),
+    "quartznet.common": ("", True),
+    "quartznet.common.errors": ("", False),
+    "quartznet.models": ("", True),
+    "quartznet.models.ctc": ("from quartznet.common import errors\n", False),
+    "quartznet.decoding": ("from quartznet.models import ctc\n", False),
+    "quartznet.transcribe": ("def run():\n    from quartznet.decoding import x\n", False),
+}
+
+
+def planted(**sources: str) -> Graph:
+    base = dict(PLANTED_BASE)
+    for module, source in sources.items():
+        name = module.replace("__", ".")
+        base[name] = (source, base.get(name, ("", False))[1])
+    return build_graph(base)
+
+
+def test_the_planted_base_passes():
+    graph = planted()
+    test_every_module_sits_in_a_layer(graph)
+    test_imports_point_only_downward(graph)
+    test_no_import_cycles(graph)
+
+
+def test_an_upward_import_is_caught():
+    with pytest.raises(AssertionError, match=r"quartznet.models.ctc \(quartznet.models\) -> quartznet.decoding"):
+        test_imports_point_only_downward(planted(quartznet__models__ctc="from quartznet.decoding import x\n"))
+
+
+def test_an_upward_import_inside_a_function_is_caught():
+    source = "def load():\n    from quartznet.transcribe import run\n"
+    with pytest.raises(AssertionError, match=r"quartznet.decoding \(quartznet.decoding\) -> quartznet.transcribe"):
+        test_imports_point_only_downward(planted(quartznet__decoding=source))
+
+
+def test_a_relative_upward_import_is_caught():
+    with pytest.raises(AssertionError, match=r"quartznet.common.errors \(quartznet.common\) -> quartznet.models.ctc"):
+        test_imports_point_only_downward(planted(quartznet__common__errors="from ..models import ctc\n"))
+
+
+def test_a_framework_below_the_models_layer_is_caught():
+    with pytest.raises(AssertionError, match="frameworks start at the models layer"):
+        test_imports_point_only_downward(planted(quartznet__common__errors="import pytorch_lightning\n"))
+
+
+def test_a_cycle_through_a_function_level_import_is_caught():
+    graph = planted(quartznet__common__errors="def f():\n    from quartznet.common import checkpoint\n",
+                    quartznet__common__checkpoint="from quartznet.common import errors\n")
+    test_imports_point_only_downward(graph)  # within one layer: only the cycle rule sees it
+    with pytest.raises(pytest.fail.Exception, match="import cycle: quartznet.common.checkpoint -> quartznet.common.errors"):
+        test_no_import_cycles(graph)
+
+
+def test_a_module_outside_every_layer_is_caught():
+    with pytest.raises(AssertionError, match="quartznet.newthing is in no layer"):
+        test_every_module_sits_in_a_layer(planted(quartznet__newthing=""))
+
+
+# --- docs/architecture.md names every folder and module ------------------------------------------------
+
+
+def test_the_architecture_page_names_every_folder_and_module():
+    page = (REPO / "docs" / "architecture.md").read_text()
+    diagram = page.split("```", 2)[1]  # the layer diagram is the page's first code block
+    missing = [f"{folder.replace('.', '/')}/" for folder in FOLDERS if folder != "quartznet"
+               if f"{folder.replace('.', '/')}/" not in diagram]
+    for path in sorted(p for package in PACKAGES for p in (REPO / package).rglob("*.py")):
+        if path.stem != "__init__" and path.stem not in page:
+            missing.append(str(path.relative_to(REPO)))
+    assert not missing, "docs/architecture.md does not mention: " + ", ".join(missing)

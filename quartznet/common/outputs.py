@@ -11,7 +11,7 @@ replaced atomically.
 * `JsonLinesOutput` streams rows to `<path>.partial` as they are ready (one JSON line each, written
   straight to the file) and renames it onto `path` when the work is done. Interrupted, it leaves
   `<path>.partial` with every finished row and `path` as it was; a write that fails (a full disk) is
-  cut back to the last complete row.
+  cut back to the last complete row. `StdoutRows` is the same interface for rows printed to stdout.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import errno
 import glob
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -141,6 +142,30 @@ def atomic_write_json(path: PathLike, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+class StdoutRows:
+    """JsonLinesOutput's interface for rows printed to stdout, one flushed JSON line each: a printed row
+    is already where it goes, so committing, keeping and discarding change nothing."""
+
+    where, written_note = "stdout (printed above)", ""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        self.rows += 1
+
+    def commit(self) -> None:
+        pass
+
+    def keep_partial(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
 class JsonLinesOutput:
     """Rows streamed to `<path>.partial`, one JSON line each, renamed onto `path` by `commit()`.
 
@@ -198,6 +223,15 @@ class JsonLinesOutput:
         with contextlib.suppress(OSError):
             self._handle.close()
         return self.partial
+
+    @property
+    def where(self) -> str:
+        """Where the finished rows are while the work goes on (for an interruption's message)."""
+        return str(self.partial)
+
+    @property
+    def written_note(self) -> str:
+        return f"; wrote {self.path}"
 
     def __enter__(self) -> JsonLinesOutput:
         return self

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -75,6 +75,9 @@ def ctc_token_runs(best: torch.Tensor, blank_id: int) -> tuple[torch.Tensor, tor
     tokens = best[starts]
     keep = tokens != blank_id
     return tokens[keep], starts[keep], ends[keep]
+
+
+Decode = Callable[[torch.Tensor, torch.Tensor], list[str]]  # (B, T', V+1) log-probs, (B,) lengths -> texts
 
 
 def ctc_greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank_id: int) -> list[list[int]]:
