@@ -7,7 +7,7 @@ LibriSpeech-like distribution (1-16.7 s, mean ~12.7 s), each a harmonic tone wit
 envelope plus faint noise, so FLAC compresses it roughly as it does speech. Decoding cost depends
 on the format and length, not on what is said. Manifest path: AudioToCharDataset +
 DurationBucketSampler + collate_asr; the same with speed perturbation in the workers (per utterance,
-0.85-1.15, resampling: quartznet.data.augment.WaveformAugmentation); shard path: ShardDataset
+0.85-1.15, resampling: quartznet.network.wave_augment.WaveformAugmentation); shard path: ShardDataset
 (512-utterance shuffle buffer). The capacity summary turns audio seconds per CPU second into the
 cores that keep one GPU consuming --gpu-rate audio s/s (an A100 trains QuartzNet 15x5 on ~1,000:
 ~89 utterances/s with AMP in NVIDIA's DeepLearningExamples, times ~12 s per LibriSpeech utterance).
@@ -33,7 +33,7 @@ import soundfile
 import torch
 from torch.utils.data import DataLoader
 
-from quartznet.data.augment import WaveformAugmentation
+from quartznet.network.wave_augment import WaveformAugmentation
 from quartznet.data.datasets import AudioToCharDataset, collate_asr
 from quartznet.data.manifest import write_manifest
 from quartznet.data.sampler import DurationBucketSampler, padding_fraction

@@ -17,14 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.synthetic import (
-    CORPUS_FILE,
-    SAMPLE_RATE,
-    espeak_version,
-    finish,
-    plan_asr,
-    synthesise,
-)
+from data_prep.engines import espeak_version, synthesise
+from data_prep.rendering import SAMPLE_RATE, finish
+from data_prep.synthetic import CORPUS_FILE, plan_asr
 from quartznet.tasks import load_model
 from quartznet.transcribe import transcribe
 

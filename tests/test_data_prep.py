@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from data_prep import common, librispeech, speech_commands, synthetic
+from data_prep import common, engines, librispeech, speech_commands, synthetic
 from data_prep.common import PrepError
+from data_prep.sentences import pos_trigram, spoken_cardinal
 from quartznet.common.checkpoint import UnsafeArchiveError
 
 RATE = 16000
@@ -360,7 +361,7 @@ def test_silence_clips_stay_inside_their_split_region(frames: int, count: int) -
 
 
 def test_missing_espeak_is_named_with_the_install_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(synthetic.shutil, "which", lambda name: None)
+    monkeypatch.setattr(engines.shutil, "which", lambda name: None)
     with pytest.raises(PrepError, match=re.escape("sudo apt-get install espeak-ng")):
         synthetic.main(["asr", "--out", str(tmp_path / "asr")])
 
@@ -433,7 +434,7 @@ def test_tagged_sentences_follow_the_tag_trigram(tmp_path: Path) -> None:
         ("dt", "nn", "of"): 1, ("dt", "nn", "punc"): 1, ("dt", "nn", "pos"): 0.5, ("nn", "pos", "of"): 1,
         ("nn", "pos", "punc"): 1, ("nn", "of", "dt"): 1, ("pos", "of", "dt"): 1,
     })
-    found, counts = synthetic.pos_trigram(trigram)
+    found, counts = pos_trigram(trigram)
     assert found == tags and counts.shape == (6, 6, 6)
     assert counts[0, 0, 1] == 5 and counts[2, 4, 3] == 1 and counts.sum() == 63.5
     lexicon = write_lexicon(tmp_path / "lexicon", {
@@ -454,15 +455,15 @@ def test_tagged_sentences_follow_the_tag_trigram(tmp_path: Path) -> None:
 
 def test_tag_trigram_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(PrepError, match="apt-get install festlex-poslex"):
-        synthetic.pos_trigram(tmp_path / "missing")
+        pos_trigram(tmp_path / "missing")
     bad = tmp_path / "bad"
     bad.write_bytes(b"NgramBin_2 2\nnn dt\nnn dt\n")
     with pytest.raises(PrepError, match="not a speech_tools binary trigram"):
-        synthetic.pos_trigram(bad)
+        pos_trigram(bad)
     short = tmp_path / "short"
     short.write_bytes(b"NgramBin_2 3\nnn dt\nnn dt\n" + np.array([1.0, -3.0], dtype=">f8").tobytes())
     with pytest.raises(PrepError, match="3 counts for 2 tags, expected 8"):
-        synthetic.pos_trigram(short)
+        pos_trigram(short)
     with pytest.raises(PrepError, match="give --vocabulary N too"):
         synthetic.main(["asr", "--out", str(tmp_path / "out"), "--word-order", "pos-trigram"])
 
@@ -474,13 +475,13 @@ def test_tag_trigram_errors_are_clear(tmp_path: Path) -> None:
      (999_999, "nine hundred ninety nine thousand nine hundred ninety nine")],
 )
 def test_spoken_cardinal(value: int, words: str) -> None:
-    assert synthetic.spoken_cardinal(value) == words
+    assert spoken_cardinal(value) == words
 
 
 def test_spoken_cardinal_refuses_values_it_cannot_say() -> None:
     for value in (-1, 1_000_000):
         with pytest.raises(ValueError, match="0-999999"):
-            synthetic.spoken_cardinal(value)
+            spoken_cardinal(value)
 
 
 def test_add_numbers_puts_spoken_numbers_into_a_seeded_fraction_of_sentences() -> None:
@@ -491,8 +492,8 @@ def test_add_numbers_puts_spoken_numbers_into_a_seeded_fraction_of_sentences() -
     assert synthetic.add_numbers(sentences, 0.0, seed=5) == sentences
     changed = [(old, new) for old, new in zip(sentences, numbered) if old != new]
     assert 0.22 < len(changed) / len(sentences) < 0.28
-    number_words = set(synthetic.spoken_cardinal(v) for v in range(20)) | {"hundred", "thousand"}
-    number_words |= {synthetic.spoken_cardinal(10 * t) for t in range(2, 10)}
+    number_words = set(spoken_cardinal(v) for v in range(20)) | {"hundred", "thousand"}
+    number_words |= {spoken_cardinal(10 * t) for t in range(2, 10)}
     for old, new in changed:
         kept = [word for word in new.split() if word not in number_words]
         assert kept == old.split()  # the sentence's own words, in order, around one inserted number

@@ -14,7 +14,7 @@ import soundfile
 import torch
 
 from conftest import tiny_ctc_config
-from quartznet.data.augment import WaveformAugmentation
+from quartznet.network.wave_augment import WaveformAugmentation
 from quartznet.data.manifest import write_manifest
 from quartznet.models import CTCModel
 from quartznet.training.datamodule import SpeechDataModule

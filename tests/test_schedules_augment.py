@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from quartznet.data.augment import WaveformAugmentation
+from quartznet.network.wave_augment import WaveformAugmentation
 from quartznet.network.spec_augment import SpectrogramAugmentation
 from quartznet.optim.schedulers import build_scheduler
 

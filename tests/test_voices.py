@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from data_prep import synthetic
+from data_prep import engines, synthetic
 
 RATE = 16000
 DEFAULT_SIZES = {"train": 2400, "dev": 200, "test": 200}  # generate_asr's defaults, i.e. `make demo`'s corpus
@@ -108,7 +108,7 @@ def test_festival_error_names_it_and_the_next_utterance_still_speaks(tmp_path: P
 @pytest.fixture
 def offline_speakers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every engine with all its voices, without running a synthesiser: the plans are pure Python then."""
-    monkeypatch.setattr(synthetic, "available_speakers", lambda accents: (list(accents), list(synthetic.VARIANTS)))
+    monkeypatch.setattr(synthetic, "available_speakers", lambda accents: (list(accents), list(engines.VARIANTS)))
     for name, engine in synthetic.RECORDED_ENGINES.items():
         speakers = [synthetic.Speaker(name, voice, "", person) for voice, person in engine.voices.items()]
         monkeypatch.setattr(engine, "speakers", lambda speakers=speakers: speakers)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import tiny_ctc_config
-from quartznet.data.augment import WaveformAugmentation
+from quartznet.network.wave_augment import WaveformAugmentation
 from quartznet.models import CTCModel
 from quartznet.network.masks import time_mask
 from quartznet.network.wave_augment import BatchWaveformAugmentation

@@ -290,6 +290,25 @@ def _load(entry: ManifestEntry, sample_rate: int, transform: WaveformTransform |
     return transform(audio) if transform is not None else audio
 
 
+class SeededItems(Dataset):
+    """`dataset` read by (epoch, index) keys (`EpochKeyedBatches` makes them): item `index`, augmented by
+    `augmentation` (the dataset's own waveform transform, with a `seeded(*key)` context) seeded with
+    (seed, epoch, index): a function of those three numbers only, not of which DataLoader worker loads the
+    item or of what it loaded before, so a run resumed mid-epoch (with any number of workers) augments
+    every remaining item as the uninterrupted run does."""
+
+    def __init__(self, dataset: Dataset, augmentation: Any, seed: int):
+        self.dataset, self.augmentation, self.seed = dataset, augmentation, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        with self.augmentation.seeded(self.seed, epoch, index):
+            return self.dataset[index]
+
+
 class ManifestDataset(Dataset):
     """What both manifest datasets share: `entries` (ManifestEntry, after the duration filter) and their
     manifest `durations`, which DurationBucketSampler batches on."""

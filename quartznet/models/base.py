@@ -186,10 +186,14 @@ class QuartzNetModel(pl.LightningModule):
         VocalTractLengthPerturbation options) -> mel-axis warping before SpecAugment. All draw from the
         global RNG, as dither does."""
         self.spec_augmentation = self.build("spec_augment") if self.cfg.get("spec_augment") else None
-        options = self.cfg.get("waveform_augment")
-        self.waveform_augmentation = (
-            BatchWaveformAugmentation(**OmegaConf.to_container(options)) if options else None
-        )
+        options = OmegaConf.to_container(self.cfg.waveform_augment) if self.cfg.get("waveform_augment") else None
+        self.waveform_augmentation = None
+        if options:
+            rate = self.preprocessor.sample_rate  # the audio's rate is the front end's: an 8 kHz model's is 8 kHz
+            if options.setdefault("sample_rate", rate) != rate:
+                raise ConfigError(f"model config: waveform_augment.sample_rate={options['sample_rate']} but the "
+                                  f"preprocessor's sample_rate is {rate}; leave it out (it follows the preprocessor)")
+            self.waveform_augmentation = BatchWaveformAugmentation(**options)
         self.vtlp = None
         if self.cfg.get("vtlp"):
             if not hasattr(self.preprocessor, "mel_centre_frequencies"):

@@ -1,9 +1,14 @@
-"""Signal-level simulations of speakers, rooms and channels, on padded (B, L) batches.
+"""Signal-level simulations of speakers, rooms and channels, on padded (B, L) batches: the kernels of
+waveform augmentation.
 
-The building blocks of quartznet.network.wave_augment's speaker and channel augmentation. Each
-function is deterministic given its (B,) parameters (the randomness lives in the caller), works on
-any device, and leaves every utterance's padding (samples at or past its length) at zero.
+The building blocks of quartznet.network.wave_augment, whose two drivers (per utterance in the
+DataLoader workers, per batch on the model's device) both call them. Each function is deterministic
+given its parameters (the randomness lives in the caller), works on any device, and leaves every
+utterance's padding (samples at or past its length) at zero.
 
+* change_speed: played faster or slower (pitch and tempo together), one factor for the whole batch,
+  on a 100 Hz grid of source rates (speed_source_rate).
+* shift: each utterance moved by a number of samples inside its own valid samples, zero-filled.
 * time_stretch: tempo without pitch (phase vocoder), one rate for the whole batch.
 * room_impulse_responses / reverberate: rooms as exponentially decaying noise tails after a direct
   path (the statistical model of late reverberation: energy decays 60 dB in RT60 seconds), optionally
@@ -54,6 +59,39 @@ def _valid(audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 def mean_power(audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(B, L) -> (B,) mean square over each utterance's valid samples."""
     return (_valid(audio, lengths) ** 2).sum(1) / lengths.clamp(min=1).to(audio.dtype)
+
+
+def speed_source_rate(sample_rate: int, speed: float) -> int:
+    """The rate the samples are read at when played `speed` times faster, on a 100 Hz grid: a coarse grid
+    keeps torchaudio's resampling kernel small."""
+    return int(round(sample_rate * speed / 100)) * 100
+
+
+def change_speed(
+    audio: torch.Tensor, lengths: torch.Tensor, sample_rate: int, speed: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Played `speed` times faster: the samples heard at speed_source_rate, resampled back to
+    `sample_rate`. (B, L) -> (B, ceil(L * rate / source rate)), lengths alike (torchaudio's rule)."""
+    source_rate = speed_source_rate(sample_rate, speed)
+    if source_rate == sample_rate:
+        return audio, lengths
+    audio = torchaudio.functional.resample(audio, source_rate, sample_rate)
+    lengths = torch.div(lengths * sample_rate + source_rate - 1, source_rate, rounding_mode="floor")
+    return _valid(audio, lengths), lengths  # the resampled padding is not all zero
+
+
+def shift_samples(milliseconds: torch.Tensor | float, sample_rate: int) -> torch.Tensor | int:
+    """A shift in milliseconds as whole samples, truncated towards zero."""
+    samples = milliseconds * sample_rate / 1000
+    return samples.long() if torch.is_tensor(samples) else int(samples)
+
+
+def shift(audio: torch.Tensor, lengths: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Move each row's valid samples by shift[b] (positive: later), zero-filling; padding stays 0."""
+    positions = torch.arange(audio.shape[1], device=audio.device)  # (L,)
+    source = positions.unsqueeze(0) - shift.unsqueeze(1)  # (B, L)
+    inside = (source >= 0) & (source < lengths.unsqueeze(1)) & (positions < lengths.unsqueeze(1))
+    return torch.gather(audio, 1, source.clamp(0, audio.shape[1] - 1)) * inside
 
 
 def time_stretch(audio: torch.Tensor, lengths: torch.Tensor, rate: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ mask (NeMo's SpecCutout crashes there).
 vocal tract, whose formants sit higher or lower. It runs before SpecAugment.
 
 Waveform augmentation happens before the features: quartznet.network.wave_augment (on the model's
-device) or quartznet.data.augment (in the DataLoader workers).
+device, BatchWaveformAugmentation) or in the DataLoader workers (WaveformAugmentation).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Training-only waveform augmentation of a padded batch, on the model's device, before the features.
+"""Training-only waveform augmentation before the features: two drivers over one set of kernels
+(quartznet.network.acoustics), with one set of option names.
 
-`BatchWaveformAugmentation` does what quartznet.data.augment.WaveformAugmentation does per utterance in
-the DataLoader workers (speed perturbation, time shift, white noise), but once per batch in the model:
-the workers then only decode and collate, and the resampling runs where the model runs (a GPU's
+`WaveformAugmentation` (`data.augment`) perturbs one utterance at a time in the DataLoader workers:
+speed, time shift, white noise. `BatchWaveformAugmentation` (`model.waveform_augment`) does the same
+once per padded batch in the model, and more: the workers then only decode and collate, and the resampling runs where the model runs (a GPU's
 throughput would otherwise need several CPU cores per GPU to keep up). It adds speaker and channel
 variety the workers never had, so that a model trained on a few voices hears more kinds of speech:
 
@@ -36,13 +37,16 @@ others' draws unchanged (ablations compare like with like).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import math
+from collections.abc import Callable, Iterator
 
 import torch
 import torchaudio
 from torch import nn
 
 from quartznet.common.errors import ConfigError
+from quartznet.common.seeding import item_seed
 from quartznet.network import acoustics
 from quartznet.network.masks import time_mask
 
@@ -140,15 +144,16 @@ class BatchWaveformAugmentation(nn.Module):
 
         # speaker
         if happens("speed", per_utterance=False):
-            audio, lengths = self.change_speed(audio, lengths, float(uniform("speed", self.min_speed, self.max_speed, False)))
+            speed = float(uniform("speed", self.min_speed, self.max_speed, False))
+            audio, lengths = acoustics.change_speed(audio, lengths, self.sample_rate, speed)
         if happens("tempo", per_utterance=False):
             rate = float(uniform("tempo", self.min_tempo, self.max_tempo, False))
             audio, lengths = acoustics.time_stretch(audio, lengths, rate)
         shifted = happens("shift")
         if bool(shifted.any()):
             shift_ms = uniform("shift", self.min_shift_ms, self.max_shift_ms)
-            shift = (shift_ms * self.sample_rate / 1000).long() * shifted  # (B,) samples, 0 = none
-            audio = self.shift(audio, lengths, shift.to(audio.device))
+            shift = acoustics.shift_samples(shift_ms, self.sample_rate) * shifted  # (B,) samples, 0 = none
+            audio = acoustics.shift(audio, lengths, shift.to(audio.device))
         # room
         in_room = happens("room")
         if bool(in_room.any()):
@@ -204,20 +209,64 @@ class BatchWaveformAugmentation(nn.Module):
         changed[rows.to(audio.device)] = change(rows)
         return changed
 
-    def change_speed(self, audio: torch.Tensor, lengths: torch.Tensor, speed: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Played `speed` times faster: the samples heard at rate * speed, resampled back to the rate."""
-        source_rate = int(round(self.sample_rate * speed / 100)) * 100  # a coarse grid keeps the kernel small
-        if source_rate == self.sample_rate:
-            return audio, lengths
-        audio = torchaudio.functional.resample(audio, source_rate, self.sample_rate)
-        # torchaudio's output length rule, per utterance: ceil(L * new / old).
-        lengths = torch.div(lengths * self.sample_rate + source_rate - 1, source_rate, rounding_mode="floor")
-        return audio * time_mask(lengths, audio.shape[1]), lengths  # the resampled padding is not all zero
 
-    @staticmethod
-    def shift(audio: torch.Tensor, lengths: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        """Move each row's valid samples by shift[b] (positive: later), zero-filling; padding stays 0."""
-        positions = torch.arange(audio.shape[1], device=audio.device)  # (L,)
-        source = positions.unsqueeze(0) - shift.unsqueeze(1)  # (B, L)
-        inside = (source >= 0) & (source < lengths.unsqueeze(1)) & (positions < lengths.unsqueeze(1))
-        return torch.gather(audio, 1, source.clamp(0, audio.shape[1] - 1)) * inside
+class WaveformAugmentation:
+    """The same speaker perturbations for one (L,) utterance at `sample_rate`, in a DataLoader worker
+    (`data.augment`; BatchWaveformAugmentation's option names): speed (pitch and tempo together, as in
+    Ko et al., 2015), shift by up to +-shift_ms zero-filling, white noise at a level in
+    [min_level, max_level] dBFS. Each applies with its own probability (0 = off).
+
+    Draws come from `generator`: the global torch RNG when None, or one seeded per item while
+    `seeded(seed, epoch, index)` is active (quartznet.data.seeding.SeededItems: exact resume).
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        speed_prob: float = 0.0,
+        min_speed: float = 0.9,
+        max_speed: float = 1.1,
+        shift_prob: float = 0.0,
+        min_shift_ms: float = -5.0,
+        max_shift_ms: float = 5.0,
+        noise_prob: float = 0.0,
+        min_level: float = -90.0,
+        max_level: float = -46.0,
+    ):
+        if not 0 < min_speed <= max_speed:
+            raise ConfigError(f"speed range must satisfy 0 < min_speed <= max_speed, got {min_speed}, {max_speed}")
+        self.sample_rate = sample_rate
+        self.speed_prob, self.min_speed, self.max_speed = speed_prob, min_speed, max_speed
+        self.shift_prob, self.min_shift_ms, self.max_shift_ms = shift_prob, min_shift_ms, max_shift_ms
+        self.noise_prob, self.min_level, self.max_level = noise_prob, min_level, max_level
+        self.generator: torch.Generator | None = None
+
+    @contextlib.contextmanager
+    def seeded(self, *key: int) -> Iterator[WaveformAugmentation]:
+        """Within the block, draw from a generator seeded with `item_seed(*key)` (the global RNG is untouched)."""
+        previous, self.generator = self.generator, torch.Generator().manual_seed(item_seed(*key))
+        try:
+            yield self
+        finally:
+            self.generator = previous
+
+    def _uniform(self, low: float, high: float) -> float:
+        return low + (high - low) * torch.rand((), generator=self.generator).item()
+
+    def _happens(self, probability: float) -> bool:
+        return probability > 0 and torch.rand((), generator=self.generator).item() < probability
+
+    def __call__(self, audio: torch.Tensor) -> torch.Tensor:
+        """(L,) -> (L',) float32: the batch kernels on a batch of one."""
+        length = torch.tensor([audio.shape[0]])
+        if self._happens(self.speed_prob):
+            speed = self._uniform(self.min_speed, self.max_speed)
+            audio = acoustics.change_speed(audio[None], length, self.sample_rate, speed)[0][0]
+        if self._happens(self.shift_prob):
+            shift = acoustics.shift_samples(self._uniform(self.min_shift_ms, self.max_shift_ms), self.sample_rate)
+            if shift and abs(shift) < audio.shape[0]:
+                audio = acoustics.shift(audio[None], torch.tensor([audio.shape[0]]), torch.tensor([shift]))[0]
+        if self._happens(self.noise_prob):
+            level_db = self._uniform(self.min_level, self.max_level)
+            audio = audio + torch.randn(audio.shape, generator=self.generator) * math.pow(10.0, level_db / 20.0)
+        return audio

@@ -2,7 +2,7 @@
 
 Training batches come from `DurationBucketSampler` (similar durations per batch, DDP-aware, resumable
 mid-epoch through the module's `state_dict`). Waveform augmentation of item i in epoch e is seeded with
-(seed, e, i) whatever the DataLoader worker (quartznet.data.augment), so a resumed run augments the
+(seed, e, i) whatever the DataLoader worker (quartznet.data.datasets.SeededItems), so a resumed run augments the
 remaining items exactly as the uninterrupted run would. Evaluation sets are split across DDP ranks without
 repeats, so corpus-level metrics count every utterance exactly once.
 """
@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
 from quartznet.common.errors import ConfigError, InputError
-from quartznet.data.augment import SeededItems, WaveformAugmentation
+from quartznet.data.datasets import SeededItems
 from quartznet.data.manifest import manifest_paths
 from quartznet.data.sampler import (
     DurationBucketSampler,
@@ -27,6 +27,7 @@ from quartznet.data.sampler import (
     evaluation_batches,
 )
 from quartznet.data.shards import ShardDataset
+from quartznet.network.wave_augment import WaveformAugmentation
 from quartznet.tasks import task_named
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ The seeding rule, from the run's seed:
 - data order: `DurationBucketSampler` shuffles epoch e from (seed, e); the checkpoint holds the number
   of batches of the epoch already trained on (quartznet.training.datamodule);
 - waveform augmentation, in the DataLoader workers: item i of epoch e from (seed, e, i)
-  (quartznet.data.augment.SeededItems), whichever worker loads it;
+  (quartznet.data.datasets.SeededItems), whichever worker loads it;
 - everything a training step draws in the main process from the global RNGs (dither, SpecAugment,
   dropout, random crops): `StepSeeding` seeds torch (CPU and every GPU), numpy and `random` before each
   training batch from (seed, rank, epoch, batch index in the epoch).
@@ -27,7 +27,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from quartznet.data.augment import item_seed
+from quartznet.common.seeding import item_seed
 
 
 def seed_training_step(seed: int, rank: int, epoch: int, batch_idx: int) -> int:

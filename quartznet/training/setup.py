@@ -112,8 +112,13 @@ RUN_CONFIG = "config.yaml"  # the run's record in its folder: the command line a
 
 
 def check_data_fits_model(cfg: DictConfig, model: QuartzNetModel, datamodule: Any) -> None:
-    """What can only be checked once the model and data exist: the audio's sample rate is the model's,
-    and every callback's `monitor` names a metric this model logs on these validation sets."""
+    """What can only be checked once the model and data exist: the data is for this kind of model, the
+    audio's sample rate is the model's, and every callback's `monitor` names a metric this model logs on
+    these validation sets."""
+    task = task_of(model)
+    if datamodule.task != task.name:
+        raise ConfigError(f"data.task={datamodule.task} but the model ({type(model).__name__}, model._target_) is a "
+                          f"{task.name} model; choose data and model for the same task")
     model_rate, data_rate = model.preprocessor.sample_rate, datamodule.sample_rate
     if model_rate != data_rate:
         raise ConfigError(
@@ -171,12 +176,14 @@ def initialize_from(
     return loadable
 
 
-TRAINING_SECTIONS = ("optim", "spec_augment")  # what fine-tuning takes from cfg.model over the checkpoint's
+# What fine-tuning takes from cfg.model over the checkpoint's: how to train, and every augmentation.
+TRAINING_SECTIONS = ("optim", "spec_augment", "waveform_augment", "vtlp")
 
 
 def build_model(cfg: DictConfig) -> QuartzNetModel:
     """cfg.model, or with `init_from.use_checkpoint_config` the checkpoint's own architecture (its
-    labels, mel variant, ...) with cfg.model's optim and spec_augment; then init_from, new head, freezing."""
+    labels, mel variant, ...) with cfg.model's TRAINING_SECTIONS where it sets them; then init_from, new head,
+    freezing."""
     cls = model_class(cfg.model)
     init = cfg.get("init_from")
     weights = None
