@@ -25,40 +25,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from quartznet.common.errors import InputError
+from quartznet.data.audio import RollingBuffer
 from quartznet.network.features import FeatureStatistics, FilterbankFeatures
 
 if TYPE_CHECKING:
     from quartznet.models import CTCModel
 
 AudioBlocks = Callable[[], Iterable[torch.Tensor]]  # starts a new stream of (n,) sample blocks
-
-
-class RollingBuffer:
-    """Positions [start, end) of a stream of tensors joined along their last axis: filled on demand from
-    the stream and trimmed from the left, so a loop over a long stream holds only what it still needs."""
-
-    def __init__(self, pieces: Iterable[torch.Tensor], empty: torch.Tensor):
-        self.pieces = iter(pieces)
-        self.data, self.start, self.ended = empty, 0, False
-
-    @property
-    def end(self) -> int:
-        return self.start + self.data.shape[-1]
-
-    def fill_to(self, position: int) -> None:
-        """Read pieces until `position` is buffered or the stream ends (then `ended` is True)."""
-        while not self.ended and self.end < position:
-            piece = next(self.pieces, None)
-            self.ended = piece is None
-            if piece is not None:
-                self.data = torch.cat([self.data, piece], dim=-1)
-
-    def slice(self, first: int, last: int) -> torch.Tensor:
-        return self.data[..., first - self.start : last - self.start]
-
-    def drop_before(self, position: int) -> None:
-        position = max(position, self.start)
-        self.data, self.start = self.data[..., position - self.start :], position
 
 
 def feature_pieces(featurizer: FilterbankFeatures, blocks: Iterable[torch.Tensor], piece_frames: int) -> Iterator[torch.Tensor]:

@@ -12,7 +12,7 @@ import io
 import math
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO, Protocol
 
 import numpy as np
@@ -207,6 +207,34 @@ def _mono(samples: np.ndarray, name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(mono))
 
 
+class RollingBuffer:
+    """Positions [start, end) of a stream of tensors joined along their last axis: filled on demand from
+    the stream and trimmed from the left, so a loop over a long stream holds only what it still needs."""
+
+    def __init__(self, pieces: Iterable[torch.Tensor], empty: torch.Tensor):
+        self.pieces = iter(pieces)
+        self.data, self.start, self.ended = empty, 0, False
+
+    @property
+    def end(self) -> int:
+        return self.start + self.data.shape[-1]
+
+    def fill_to(self, position: int) -> None:
+        """Read pieces until `position` is buffered or the stream ends (then `ended` is True)."""
+        while not self.ended and self.end < position:
+            piece = next(self.pieces, None)
+            self.ended = piece is None
+            if piece is not None:
+                self.data = torch.cat([self.data, piece], dim=-1)
+
+    def slice(self, first: int, last: int) -> torch.Tensor:
+        return self.data[..., first - self.start : last - self.start]
+
+    def drop_before(self, position: int) -> None:
+        position = max(position, self.start)
+        self.data, self.start = self.data[..., position - self.start :], position
+
+
 def stream_audio(
     path: str | os.PathLike,
     sample_rate: int = 16000,
@@ -255,25 +283,25 @@ def stream_audio(
             # period_in puts its outputs exactly on the whole file's output grid.
             resample = resampler(native_rate, sample_rate)
             context = period_in * math.ceil(2 * resample.width / period_in)
-            # buffer holds input samples [buffer_start, ...); output is produced for input [done, ...)
-            buffer, buffer_start, done, ended = torch.zeros(0), 0, 0, False
-            while not ended or done < buffer_start + buffer.numel():
-                while not ended and buffer_start + buffer.numel() < done + block + context:
-                    piece = read(block)
-                    ended = piece.numel() == 0
-                    buffer = torch.cat([buffer, piece])
-                end_of_input = buffer_start + buffer.numel()
-                if end_of_input == 0:
+
+            def pieces() -> Iterator[torch.Tensor]:
+                while (piece := read(block)).numel():
+                    yield piece
+
+            buffer = RollingBuffer(pieces(), torch.zeros(0))  # input samples; output is made for [done, ...)
+            done = 0
+            while not buffer.ended or done < buffer.end:
+                buffer.fill_to(done + block + context)
+                if buffer.end == 0:
                     raise AudioError(name, "no audio samples (empty file or slice)")
-                stop = end_of_input if ended else done + block
+                stop = buffer.end if buffer.ended else done + block
                 first = max(0, done - context)
-                last = end_of_input if ended else stop + context
-                resampled = resample(buffer[first - buffer_start : last - buffer_start])
+                last = buffer.end if buffer.ended else stop + context
+                resampled = resample(buffer.slice(first, last))
                 begin = (done - first) // period_in * period_out
-                yield resampled[begin:] if ended else resampled[begin : begin + (stop - done) // period_in * period_out]
+                yield resampled[begin:] if buffer.ended else resampled[begin : begin + (stop - done) // period_in * period_out]
                 done = stop
-                keep_from = max(0, done - context)
-                buffer, buffer_start = buffer[keep_from - buffer_start :], keep_from
+                buffer.drop_before(max(0, done - context))
     except AudioError:
         raise
     except READ_ERRORS as error:

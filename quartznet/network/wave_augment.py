@@ -42,7 +42,6 @@ import math
 from collections.abc import Callable, Iterator
 
 import torch
-import torchaudio
 from torch import nn
 
 from quartznet.common.errors import ConfigError
