@@ -1,7 +1,7 @@
 """English read by the people behind festival's Italian and Finnish voices.
 
 Debian packages only four English festival/flite persons, and a model trained on four people does not
-understand a fifth (docs/benchmarks.md, "Real voices without downloads"). Its Italian and Finnish
+understand a fifth (docs/experiments/demo-voices.md). Its Italian and Finnish
 diphone voices are four more people, recorded as diphones: every transition between two phones of
 their language. To make them read English:
 

@@ -2,7 +2,7 @@
 
 bf16 autocast pays on CPUs with native bf16 instructions (AMX or AVX512-BF16: Intel Sapphire Rapids
 and later, AMD Zen 4 and later). Elsewhere PyTorch emulates bf16 and a training step gets several
-times slower than fp32 (docs/benchmarks.md measured 5-9x), so `auto` keeps fp32 there.
+times slower than fp32 (docs/benchmarks.md, "GPU", measured 5-9x), so `auto` keeps fp32 there.
 """
 
 from __future__ import annotations

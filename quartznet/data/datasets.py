@@ -105,7 +105,7 @@ def pad_audio(waves: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     if get_worker_info() is not None:
         # In a DataLoader worker, build the batch (up to 32 x 16.7 s = 34 MB) in shared memory
         # directly: it then reaches the trainer without one more copy (~18% less CPU per audio second,
-        # docs/benchmarks.md).
+        # docs/experiments/collate-shared-memory.md).
         audio.share_memory_()
     for row, wave in enumerate(waves):
         audio[row, : wave.shape[0]] = wave

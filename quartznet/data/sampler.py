@@ -69,7 +69,7 @@ class DurationBucketSampler(Sampler[list[int]]):
     `len()` is the full epoch's batch count, including skipped ones.
 
     `num_buckets`: more buckets pad less but mix less. 30 gives ~2% padding on a LibriSpeech-like
-    distribution (random batching: ~23%, docs/benchmarks.md) while each bucket of train-clean-100
+    distribution (random batching: ~23%, docs/benchmarks.md, "Padding") while each bucket of train-clean-100
     still holds ~950 utterances to shuffle.
     """
 

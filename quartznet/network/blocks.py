@@ -11,7 +11,7 @@ Masking multiplies, as NeMo does: 10-20x faster than `where`/`masked_fill` on ch
 
 Layout: activations travel as (B, C, 1, T) in channels-last memory and every 1-D conv runs as a 2-D
 conv of height 1. The parameters stay NeMo's Conv1d/BatchNorm1d ones; only the kernels called change:
-oneDNN's depthwise conv is 20-40x faster channels-last (docs/benchmarks.md), with identical results.
+oneDNN's depthwise conv is 20-40x faster channels-last (docs/benchmarks.md, "CPU kernels"), with identical results.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class MaskedConv1d(nn.Module):
 
     # How the convolution runs; the weights and results are the same either way. "channels_last_2d"
     # (height-1 conv2d on channels-last activations) makes oneDNN's depthwise conv 20-40x faster on
-    # CPU (docs/benchmarks.md); "conv1d" is plain Conv1d. bench/bench_gpu.py compares them on a GPU.
+    # CPU (docs/benchmarks.md, "CPU kernels"); "conv1d" is plain Conv1d. bench/bench_gpu.py compares them on a GPU.
     layout: str = "channels_last_2d"
 
 

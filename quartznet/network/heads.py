@@ -56,7 +56,7 @@ class ConvASRDecoder(nn.Module):
         """(B, C, T) encodings -> (B, T, V + 1) log-probabilities."""
         # The 1x1 conv as a matrix product over frames: the encoder's (B, C, T) output is a (B, T, C)
         # tensor in memory (channels-last blocks), which Conv1d copies and runs ~3x slower (forward +
-        # backward, docs/benchmarks.md); the weights and the sums are the conv's.
+        # backward, docs/benchmarks.md, "CPU kernels"); the weights and the sums are the conv's.
         conv = self.decoder_layers[0]
         logits = nn.functional.linear(encoder_output.transpose(1, 2), conv.weight.squeeze(2), conv.bias)  # (B, T, V+1)
         return torch.log_softmax(logits.float(), dim=-1)
