@@ -23,7 +23,7 @@ test from every engine at once (flite's slt and festival's slt are the same woma
 its utterances evenly from the engines that have voices in it. `accented` adds four more people: the
 speakers of festival's Italian and Finnish voices (festvox-italp16k, festvox-itapc16k, festvox-suopuhe-lj,
 festvox-suopuhe-mv) reading English with their accent, through festival's English front end
-(data_prep/accents.py). The default, espeak-ng alone, makes the same corpus as before the option existed.
+(data_prep/accents.py). The default, espeak-ng alone, makes the same corpus whatever other engines exist.
 
 `--vocabulary N` draws the sentences from the N most frequent words of festival's Wall Street Journal
 lexicon (Debian: festlex-poslex) instead of the built-in 270-word list, weighted by the square root

@@ -157,7 +157,7 @@ class BatchWaveformAugmentation(nn.Module):
         in_room = happens("room")
         if bool(in_room.any()):
             rt60, drr = uniform("room", *self.rt60_range), uniform("room", *self.drr_range)
-            # Drawn only when asked for, so that rooms of one RT60 at every frequency keep their old draws.
+            # Drawn only when asked for: with one RT60 at every frequency, the room draws do not depend on it.
             darkening = uniform("room", *self.high_rt60_ratio_range) if self.high_rt60_ratio_range != (1.0, 1.0) else None
             responses = acoustics.room_impulse_responses(rt60, drr, self.sample_rate, draws["room"], darkening)
             audio = self.on_rows(

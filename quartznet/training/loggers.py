@@ -1,7 +1,7 @@
 """A CSVLogger that a resumed run appends to (conf/logger/default.yaml).
 
-Lightning's CSVLogger deletes `metrics.csv` when its folder is not empty, so `resume=last` used to lose
-the killed run's curves. With `keep_rows` (train.yaml sets it from `resume`) the rows already in the
+Lightning's CSVLogger deletes `metrics.csv` when its folder is not empty, which would lose a killed run's
+curves on `resume=last`. With `keep_rows` (train.yaml sets it from `resume`) the rows already in the
 file are kept: at the first write, rows from steps the resumed run logs again (those the killed run
 logged after its last checkpoint) are dropped and the rest are written back, atomically, under the
 union of the old and new columns; new rows are appended after them.
