@@ -91,7 +91,10 @@ def evaluate(cfg: DictConfig, settings: dict[str, Any]) -> dict:
     options = dict(batch_size=settings["batch_size"], num_workers=settings["num_workers"], device=settings["device"],
                    amp=cfg.amp, max_skipped_fraction=settings["max_skipped_fraction"])
     if task.transcribes:
-        options["decode"] = make_decoder(model, **OmegaConf.to_container(cfg.decoding, resolve=True))
+        decoding = cfg.decoding
+        options["decode"] = make_decoder(model, decoding.strategy, beam_size=decoding.beam_size,
+                                         lm_path=decoding.lm_path, lexicon_path=decoding.lexicon_path,
+                                         lm_weight=decoding.lm_weight, word_score=decoding.word_score)
     elif cfg.decoding.strategy != "greedy":
         raise UserError(f"decoding.strategy={cfg.decoding.strategy!r} applies to speech recognition, not {task.name}")
     # Rows stream to <predictions>.partial as they are ready; an interrupted run keeps them there and

@@ -229,21 +229,22 @@ STRATEGIES = ("greedy", "beam")
 def make_decoder(
     model: CTCModel, strategy: str = "greedy", beam_size: int = 32, lm_path: str | Path | None = None,
     lexicon_path: str | Path | None = None, lm_weight: float = 0.5, word_score: float = 0.0,
+    options: str = "decoding.strategy=beam",
 ) -> Decode:
     """The one way an application turns decoding options into a decoder: `strategy` "greedy" is the
     model's own decoding, "beam" a BeamSearchDecoder (an LM and lexicon when given). A missing
-    flashlight-text is a UserError saying what to install."""
+    flashlight-text is a UserError naming the `options` that asked for beam search and what to install."""
     if strategy == "greedy":
         return model.decode
     if strategy != "beam":
         raise ConfigError(f"decoding strategy {strategy!r}: choose one of {list(STRATEGIES)}")
-    log.info("beam search: beam %d, LM %s (weight %g), lexicon %s, word score %g", beam_size, lm_path, lm_weight,
+    log.info("beam search: beam %s, LM %s (weight %s), lexicon %s, word score %s", beam_size, lm_path, lm_weight,
              lexicon_path, word_score)
     try:
         return BeamSearchDecoder(model.vocabulary, model.blank_id, lm_path=lm_path, lexicon_path=lexicon_path,
                                  beam_size=beam_size, lm_weight=lm_weight, word_score=word_score).decode
     except ImportError as error:
-        raise UserError(f"beam search: {error}") from error
+        raise UserError(f"{options}: {error}") from error
 
 
 @dataclass

@@ -137,8 +137,6 @@ def word_timestamps(best: Sequence[int], model: CTCModel, seconds_per_frame: flo
     return words
 
 
-
-
 def _result(model: CTCModel, item: AudioItem, log_probs: torch.Tensor, timestamps: bool, decode: Decode) -> dict[str, Any]:
     """JSON row for one file from its (T', V+1) log-probs (valid frames only). Word times always come
     from the best path (greedy), whatever `decode` is."""
@@ -336,7 +334,8 @@ def _run(args: argparse.Namespace, state: dict[str, Any]) -> int:
     model = load_transcriber(args.model).to(device)
     beam = args.beam_size or args.lm or args.lexicon
     decode = make_decoder(model, "beam" if beam else "greedy", beam_size=args.beam_size or 32, lm_path=args.lm,
-                          lexicon_path=args.lexicon, lm_weight=args.lm_weight, word_score=args.word_score)
+                          lexicon_path=args.lexicon, lm_weight=args.lm_weight, word_score=args.word_score,
+                          options="--beam-size/--lm/--lexicon")
 
     errors: list[AudioError] = []
     reported = 0

@@ -256,7 +256,7 @@ def train_args(data, run_dir: Path, train=None, validation=None, **overrides) ->
     ({"save_nemo": "RUN/config.yaml"}, ["save_nemo", "config.yaml", "are the same file"]),
     ({"+init_from.path": "RUN/checkpoints/last.ckpt"}, ["init_from.path=", "where this run writes its checkpoints"]),
     ({"data.task": "speaker_id"}, ["data.task", "speaker_id"]),
-    ({"data.task": "classification"}, ["data.task=classification", "CTCModel", "asr model"]),
+    ({"data.task": "classification"}, ["data.task=classification", "CTCModel", "for the task 'asr'"]),
     ({"trainer.accelerator": "banana"}, ["trainer:", "accelerator='banana'"]),
     ({"callbacks.model_checkpoint.monitor": "wer"}, ["callbacks.model_checkpoint.monitor='wer'", "'val_wer'"]),
     ({"logger.csv._target_": "pytorch_lightning.loggers.NoSuchLogger"}, ["logger.csv:", "NoSuchLogger"]),

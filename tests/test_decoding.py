@@ -151,3 +151,23 @@ def test_evaluate_py_with_beam_search_runs_end_to_end(briefly_trained, tmp_path)
     words = set(read_words(lexicon))
     rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.json").read_text().splitlines()]
     assert len(rows) == 12 and all(set(row["pred_text"].split()) <= words for row in rows)
+
+
+def test_one_factory_turns_decoding_options_into_a_decoder(briefly_trained, monkeypatch):
+    import quartznet.decoding as decoding
+    from quartznet.common.errors import ConfigError, UserError
+
+    model, _ = briefly_trained
+    assert decoding.make_decoder(model, "greedy") == model.decode
+    log_probs = torch.log_softmax(torch.randn(1, 40, len(model.vocabulary) + 1), -1)
+    beam = decoding.make_decoder(model, "beam", beam_size=8)
+    assert isinstance(beam(log_probs, torch.tensor([40]))[0], str)
+    with pytest.raises(ConfigError, match="decoding strategy 'best'"):
+        decoding.make_decoder(model, "best")
+
+    def no_flashlight(*args, **kwargs):
+        raise ImportError("beam search needs flashlight-text: pip install flashlight-text")
+
+    monkeypatch.setattr(decoding, "BeamSearchDecoder", no_flashlight)
+    with pytest.raises(UserError, match="--beam-size/--lm/--lexicon: beam search needs flashlight-text"):
+        decoding.make_decoder(model, "beam", options="--beam-size/--lm/--lexicon")

@@ -9,6 +9,7 @@ entry below places fails the test: a new file needs a layer (here and in docs/ar
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,8 @@ def group_of(module: str) -> str:
 
 
 def is_type_checking_block(node: ast.AST) -> bool:
-    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+    """`if TYPE_CHECKING:` (or `typing.TYPE_CHECKING`): its body is for type hints only; its `else` runs."""
+    return isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
 
 
 def imports(tree: ast.Module, module: str, is_package: bool) -> list[tuple[str, bool]]:
@@ -68,6 +70,8 @@ def imports(tree: ast.Module, module: str, is_package: bool) -> list[tuple[str, 
     def visit(node: ast.AST, top_level: bool) -> None:
         for child in ast.iter_child_nodes(node):
             if is_type_checking_block(child):
+                for branch in child.orelse:
+                    visit(ast.Module(body=[branch], type_ignores=[]), top_level)
                 continue
             if isinstance(child, ast.Import):
                 found.extend((alias.name, top_level) for alias in child.names)
@@ -213,15 +217,46 @@ def test_a_module_outside_every_layer_is_caught():
         test_every_module_sits_in_a_layer(planted(quartznet__newthing=""))
 
 
+def test_an_application_importing_another_of_its_layer_is_caught():
+    with pytest.raises(AssertionError, match=r"quartznet.export \(quartznet.export\) -> quartznet.decoding"):
+        test_imports_point_only_downward(planted(quartznet__export="from quartznet.decoding import x\n"))
+
+
+def test_relative_imports_of_a_package_resolve_against_the_package_itself():
+    test_imports_point_only_downward(planted(quartznet__common="from .errors import x\n"))  # its own folder
+    with pytest.raises(AssertionError, match=r"quartznet.common \(quartznet.common\) -> quartznet.models"):
+        test_imports_point_only_downward(planted(quartznet__common="from ..models import ctc\n"))
+
+
+def test_imports_under_type_checking_do_not_count_but_its_else_does():
+    hinted = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from quartznet.decoding import x\n"
+    test_imports_point_only_downward(planted(quartznet__models__ctc=hinted))
+    with pytest.raises(AssertionError, match="quartznet.models.ctc"):
+        test_imports_point_only_downward(planted(quartznet__models__ctc=hinted + "else:\n    from quartznet.decoding import x\n"))
+
+
 # --- docs/architecture.md names every folder and module ------------------------------------------------
+
+
+def unnamed(page: str, modules: list[Path]) -> list[str]:
+    """The folders the page's layer diagram (its first code block) does not show, and the modules whose
+    name the page never mentions as a word."""
+    diagram = page.split("```", 2)[1]
+    missing = [f"{folder.replace('.', '/')}/" for folder in sorted(FOLDERS) if folder != "quartznet"
+               if f"{folder.replace('.', '/')}/" not in diagram]
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", page))
+    return missing + [str(path.relative_to(REPO)) for path in modules if path.stem != "__init__" and path.stem not in words]
 
 
 def test_the_architecture_page_names_every_folder_and_module():
     page = (REPO / "docs" / "architecture.md").read_text()
-    diagram = page.split("```", 2)[1]  # the layer diagram is the page's first code block
-    missing = [f"{folder.replace('.', '/')}/" for folder in FOLDERS if folder != "quartznet"
-               if f"{folder.replace('.', '/')}/" not in diagram]
-    for path in sorted(p for package in PACKAGES for p in (REPO / package).rglob("*.py")):
-        if path.stem != "__init__" and path.stem not in page:
-            missing.append(str(path.relative_to(REPO)))
+    missing = unnamed(page, sorted(p for package in PACKAGES for p in (REPO / package).rglob("*.py")))
     assert not missing, "docs/architecture.md does not mention: " + ", ".join(missing)
+
+
+def test_the_page_check_catches_a_missing_folder_and_a_name_inside_a_word():
+    page = "```\n quartznet/common/  errors\n```\nThe folder holds it.\n"
+    assert "quartznet/network/" in unnamed(page, [])
+    modules = [REPO / "quartznet" / "common" / "errors.py", REPO / "quartznet" / "network" / "fold.py"]
+    assert "quartznet/network/fold.py" in unnamed(page, modules)  # "folder" does not name fold.py
+    assert "quartznet/common/errors.py" not in unnamed(page, modules)

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from conftest import tiny_ctc_config
-from quartznet.network.wave_augment import WaveformAugmentation
+from conftest import compose, tiny_ctc_config
+from quartznet.common.errors import ConfigError
 from quartznet.models import CTCModel
 from quartznet.network.masks import time_mask
-from quartznet.network.wave_augment import BatchWaveformAugmentation
+from quartznet.network.wave_augment import BatchWaveformAugmentation, WaveformAugmentation
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -80,3 +80,23 @@ def test_the_model_augments_in_training_only():
         _, train_len, _ = model(input_signal=audio, input_signal_length=lengths)
     assert (train_len > eval_len).all()  # 0.9x speed: 11% longer audio, more frames
     assert "waveform_augment" in model.nemo_config()
+
+
+def test_the_batch_augmentation_runs_at_the_front_ends_rate():
+    config = tiny_ctc_config()
+    config["preprocessor"]["sample_rate"] = 8000
+    config["waveform_augment"] = {"speed_prob": 1.0, "band_limit_prob": 1.0, "max_high_hz": 3800.0}
+    assert CTCModel(config).waveform_augmentation.sample_rate == 8000  # telephone audio is augmented as such
+    config["waveform_augment"]["sample_rate"] = 16000
+    with pytest.raises(ConfigError, match="waveform_augment.sample_rate=16000 but the preprocessor's sample_rate is 8000"):
+        CTCModel(config)
+
+
+def test_fine_tuning_takes_every_augmentation_section_from_its_config(tmp_path):
+    from quartznet.training.setup import build_model
+
+    checkpoint = CTCModel(tiny_ctc_config()).save_to(tmp_path / "base.nemo")  # trained without augmentation
+    cfg = compose(["experiment=finetune_asr", f"init_from.path={checkpoint}", "+model.waveform_augment.speed_prob=1.0",
+                   "+model.vtlp.prob=0.5"])
+    model = build_model(cfg)
+    assert model.waveform_augmentation.speed_prob == 1.0 and model.vtlp is not None

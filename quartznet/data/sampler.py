@@ -188,7 +188,7 @@ class DurationBucketSampler(Sampler[list[int]]):
 class EpochKeyedBatches(Sampler[list[tuple[int, int]]]):
     """`sampler`'s batches with every index keyed by the epoch it was drawn for: [(epoch, index), ...].
 
-    The key travels to the DataLoader worker with the index (for `augment.SeededItems`), so a worker
+    The key travels to the DataLoader worker with the index (for `datasets.SeededItems`), so a worker
     never needs to be told the epoch: with Lightning, the first epoch's (and a resumed epoch's) workers
     start, and prefetch, before `on_train_epoch_start`.
     """

@@ -9,6 +9,7 @@ utterance's padding (samples at or past its length) at zero.
 * change_speed: played faster or slower (pitch and tempo together), one factor for the whole batch,
   on a 100 Hz grid of source rates (speed_source_rate).
 * shift: each utterance moved by a number of samples inside its own valid samples, zero-filled.
+* white_noise: Gaussian noise at an amplitude.
 * time_stretch: tempo without pitch (phase vocoder), one rate for the whole batch.
 * room_impulse_responses / reverberate: rooms as exponentially decaying noise tails after a direct
   path (the statistical model of late reverberation: energy decays 60 dB in RT60 seconds), optionally
@@ -92,6 +93,12 @@ def shift(audio: torch.Tensor, lengths: torch.Tensor, shift: torch.Tensor) -> to
     source = positions.unsqueeze(0) - shift.unsqueeze(1)  # (B, L)
     inside = (source >= 0) & (source < lengths.unsqueeze(1)) & (positions < lengths.unsqueeze(1))
     return torch.gather(audio, 1, source.clamp(0, audio.shape[1] - 1)) * inside
+
+
+def white_noise(shape: torch.Size | tuple[int, ...], amplitude: torch.Tensor | float,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """Gaussian noise of standard deviation `amplitude` (a number, or one per row broadcast over `shape`)."""
+    return torch.randn(shape, generator=generator) * amplitude
 
 
 def time_stretch(audio: torch.Tensor, lengths: torch.Tensor, rate: float) -> tuple[torch.Tensor, torch.Tensor]:

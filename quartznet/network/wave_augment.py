@@ -3,8 +3,9 @@
 
 `WaveformAugmentation` (`data.augment`) perturbs one utterance at a time in the DataLoader workers:
 speed, time shift, white noise. `BatchWaveformAugmentation` (`model.waveform_augment`) does the same
-once per padded batch in the model, and more: the workers then only decode and collate, and the resampling runs where the model runs (a GPU's
-throughput would otherwise need several CPU cores per GPU to keep up). It adds speaker and channel
+once per padded batch in the model, and more: the workers then only decode and collate, and the
+resampling runs where the model runs (a GPU's throughput would otherwise need several CPU cores per GPU
+to keep up). It adds speaker and channel
 variety the workers never had, so that a model trained on a few voices hears more kinds of speech:
 
   speaker  speed: one factor per batch, drawn from [min_speed, max_speed] on a 100 Hz grid of source
@@ -176,7 +177,7 @@ class BatchWaveformAugmentation(nn.Module):
         noisy = happens("noise")
         if bool(noisy.any()):
             scale = (torch.pow(10.0, uniform("noise", self.min_level, self.max_level) / 20.0) * noisy).unsqueeze(1)
-            noise = (torch.randn(audio.shape, generator=draws["noise"]) * scale).to(audio.device)  # (B, L), 0 where none
+            noise = acoustics.white_noise(audio.shape, scale, draws["noise"]).to(audio.device)  # (B, L), 0 where none
             audio = audio + noise * time_mask(lengths, audio.shape[1])
         # channel
         limited = happens("band_limit")
@@ -216,7 +217,7 @@ class WaveformAugmentation:
     [min_level, max_level] dBFS. Each applies with its own probability (0 = off).
 
     Draws come from `generator`: the global torch RNG when None, or one seeded per item while
-    `seeded(seed, epoch, index)` is active (quartznet.data.seeding.SeededItems: exact resume).
+    `seeded(seed, epoch, index)` is active (quartznet.data.datasets.SeededItems: exact resume).
     """
 
     def __init__(
@@ -267,5 +268,5 @@ class WaveformAugmentation:
                 audio = acoustics.shift(audio[None], torch.tensor([audio.shape[0]]), torch.tensor([shift]))[0]
         if self._happens(self.noise_prob):
             level_db = self._uniform(self.min_level, self.max_level)
-            audio = audio + torch.randn(audio.shape, generator=self.generator) * math.pow(10.0, level_db / 20.0)
+            audio = audio + acoustics.white_noise(audio.shape, math.pow(10.0, level_db / 20.0), self.generator)
         return audio

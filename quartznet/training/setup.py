@@ -117,8 +117,8 @@ def check_data_fits_model(cfg: DictConfig, model: QuartzNetModel, datamodule: An
     these validation sets."""
     task = task_of(model)
     if datamodule.task != task.name:
-        raise ConfigError(f"data.task={datamodule.task} but the model ({type(model).__name__}, model._target_) is a "
-                          f"{task.name} model; choose data and model for the same task")
+        raise ConfigError(f"data.task={datamodule.task} but the model ({type(model).__name__}, model._target_) is "
+                          f"for the task {task.name!r}; choose data and model for the same task")
     model_rate, data_rate = model.preprocessor.sample_rate, datamodule.sample_rate
     if model_rate != data_rate:
         raise ConfigError(
