@@ -27,7 +27,13 @@ from quartznet.common.errors import (
     hydra_debug,
     user_errors,
 )
-from quartznet.common.outputs import JsonLinesOutput, atomic_write_json, check_distinct, check_writable
+from quartznet.common.outputs import (
+    JsonLinesOutput,
+    atomic_write_json,
+    check_distinct,
+    check_rows_output,
+    check_writable,
+)
 from quartznet.common.runs import log_name, log_to_file, write_config
 from quartznet.data.manifest import check_manifest_files, manifest_audio_paths, manifest_paths, write_manifest
 from quartznet.decoding import STRATEGIES, make_decoder
@@ -68,8 +74,8 @@ def validated(cfg: DictConfig) -> dict[str, Any]:
     # No output may be an input: the checkpoint, a manifest, one of its audio files, the LM or lexicon.
     inputs = [cfg.checkpoint, *manifest_paths(manifest), *manifest_audio_paths(manifest),
               cfg.decoding.lm_path, cfg.decoding.lexicon_path]
-    for path in outputs.values():
-        check_writable(path, inputs)
+    for name, path in outputs.items():
+        (check_rows_output if name == "predictions" else check_writable)(path, inputs)
     return dict(
         manifest=manifest,
         batch_size=config_int(cfg.batch_size, "batch_size", minimum=1),
@@ -80,7 +86,6 @@ def validated(cfg: DictConfig) -> dict[str, Any]:
         output_dir=output_dir,
         results=results,
         predictions=predictions,
-        inputs=inputs,
     )
 
 
@@ -99,7 +104,7 @@ def evaluate(cfg: DictConfig, settings: dict[str, Any]) -> dict:
         raise UserError(f"decoding.strategy={cfg.decoding.strategy!r} applies to speech recognition, not {task.name}")
     # Rows stream to <predictions>.partial as they are ready; an interrupted run keeps them there and
     # leaves an existing <predictions> as it was.
-    output = JsonLinesOutput(predictions, settings["inputs"])
+    output = JsonLinesOutput(predictions)
     try:
         result = task.evaluate(model, manifest, on_row=output.write, **options)
     except BaseException:

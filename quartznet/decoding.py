@@ -144,7 +144,6 @@ def read_spellings(path: str | Path, tokens: Sequence[str]) -> dict[str, str]:
 
 # How the files KenLM reads begin: its binary format, and compressed ARPA (gzip, bzip2, xz).
 LM_MAGICS = (b"mmap lm http://kheafield.com/code", b"\x1f\x8b", b"BZh", b"\xfd7zXZ")
-KENLM_BINARY_MAGIC = LM_MAGICS[0]
 
 
 def check_language_model(path: str | Path) -> None:
@@ -156,7 +155,7 @@ def check_language_model(path: str | Path) -> None:
     if head.startswith(LM_MAGICS) or b"\\data\\" in (line.strip() for line in head.splitlines()):
         return
     raise InputError(f"{path}: not a language model (an ARPA file begins with \\data\\, a KenLM binary with "
-                     f"{KENLM_BINARY_MAGIC.decode()!r}); python -m data_prep.build_lm writes one")
+                     f"{LM_MAGICS[0].decode()!r}); python -m data_prep.build_lm writes one")
 
 
 class BeamSearchDecoder:

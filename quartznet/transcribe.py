@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from quartznet.common.cli import DEVICE_HELP, at_least, resolve_device
 from quartznet.common.errors import ConfigError, InputError, UserError, user_errors
-from quartznet.common.outputs import JsonLinesOutput, StdoutRows, check_writable
+from quartznet.common.outputs import JsonLinesOutput, StdoutRows, check_rows_output
 from quartznet.data.audio import AudioError, audio_duration, load_audio, stream_audio
 from quartznet.data.manifest import audio_path_field, manifest_rows, seconds_field
 from quartznet.long_audio import chunked_log_probs
@@ -324,7 +324,7 @@ def _run(args: argparse.Namespace, state: dict[str, Any]) -> int:
     # An output is never one of the inputs: the model, a manifest, an audio file, the LM or lexicon.
     inputs = [args.model, *args.inputs, *(item.path for item in items), args.lm, args.lexicon]
     if args.output:
-        check_writable(args.output, inputs)
+        check_rows_output(args.output, inputs)
 
     from quartznet.decoding import make_decoder
     from quartznet.tasks import (
@@ -349,7 +349,7 @@ def _run(args: argparse.Namespace, state: dict[str, Any]) -> int:
     rows = iter_transcriptions(model, items, batch_size=args.batch_size, timestamps=args.timestamps,
                                chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds,
                                progress=True, errors=errors, decode=decode)
-    output = JsonLinesOutput(args.output, inputs) if args.output else StdoutRows()
+    output = JsonLinesOutput(args.output) if args.output else StdoutRows()
     state["where"] = output.where
     try:
         for row in rows:

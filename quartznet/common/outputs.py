@@ -142,6 +142,19 @@ def atomic_write_json(path: PathLike, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def partial_path(path: PathLike) -> Path:
+    """Where JsonLinesOutput streams the rows of `path` until the work is done."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def check_rows_output(path: PathLike, inputs: Iterable[PathLike | None]) -> Path:
+    """check_writable for a JsonLinesOutput: neither `path` nor its partial file may be one of `inputs`."""
+    inputs = list(inputs)
+    check_not_an_input(partial_path(path), inputs)
+    return check_writable(path, inputs)
+
+
 class StdoutRows:
     """JsonLinesOutput's interface for rows printed to stdout, one flushed JSON line each: a printed row
     is already where it goes, so committing, keeping and discarding change nothing."""
@@ -170,15 +183,13 @@ class JsonLinesOutput:
     """Rows streamed to `<path>.partial`, one JSON line each, renamed onto `path` by `commit()`.
 
     As a context manager it commits on success and, on any error or Ctrl-C, keeps the partial file
-    (every row finished so far) and leaves `path` untouched. `inputs`: the command's input files, which
-    `path` must not be (check_writable).
+    (every row finished so far) and leaves `path` untouched. Check `path` against the command's inputs
+    before any work with `check_rows_output`.
     """
 
-    def __init__(self, path: PathLike, inputs: Iterable[PathLike | None] = ()):
-        inputs = list(inputs)
-        self.path = check_writable(path, inputs)
-        self.partial = self.path.with_name(self.path.name + ".partial")
-        check_not_an_input(self.partial, inputs)
+    def __init__(self, path: PathLike):
+        self.path = check_writable(path)
+        self.partial = partial_path(self.path)
         self.rows = 0
         self._complete = 0  # bytes of complete rows in the partial file
         self._handle = open(self.partial, "wb", buffering=0)  # unbuffered: a row is on disk when write returns

@@ -53,6 +53,12 @@ from quartznet.network.masks import time_mask
 COMPONENTS = ("speed", "tempo", "shift", "room", "coloured_noise", "noise", "band_limit", "codec", "gain")
 
 
+def check_positive_range(name: str, low: float, high: float) -> None:
+    """A ConfigError unless 0 < min_<name> <= max_<name>."""
+    if not 0 < low <= high:
+        raise ConfigError(f"{name} range must satisfy 0 < min_{name} <= max_{name}, got {low}, {high}")
+
+
 class BatchWaveformAugmentation(nn.Module):
     def __init__(
         self,
@@ -94,8 +100,7 @@ class BatchWaveformAugmentation(nn.Module):
         super().__init__()
         for low, high, name in ((min_speed, max_speed, "speed"), (min_tempo, max_tempo, "tempo"), (min_rt60, max_rt60, "rt60"),
                                 (min_high_rt60_ratio, max_high_rt60_ratio, "high_rt60_ratio")):
-            if not 0 < low <= high:
-                raise ConfigError(f"{name} range must satisfy 0 < min_{name} <= max_{name}, got {low}, {high}")
+            check_positive_range(name, low, high)
         if not 0 < min_low_hz <= max_low_hz < min_high_hz <= max_high_hz <= sample_rate / 2:
             raise ConfigError(
                 "band limits must satisfy 0 < min_low_hz <= max_low_hz < min_high_hz <= max_high_hz <= sample_rate / 2, "
@@ -233,8 +238,7 @@ class WaveformAugmentation:
         min_level: float = -90.0,
         max_level: float = -46.0,
     ):
-        if not 0 < min_speed <= max_speed:
-            raise ConfigError(f"speed range must satisfy 0 < min_speed <= max_speed, got {min_speed}, {max_speed}")
+        check_positive_range("speed", min_speed, max_speed)
         self.sample_rate = sample_rate
         self.speed_prob, self.min_speed, self.max_speed = speed_prob, min_speed, max_speed
         self.shift_prob, self.min_shift_ms, self.max_shift_ms = shift_prob, min_shift_ms, max_shift_ms
